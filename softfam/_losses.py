@@ -1,0 +1,395 @@
+"""The public losses, shaped like ``optax.losses``: one value per example, never reduced.
+
+Shared conventions:
+  * ``logits`` of any floating dtype; the loss comes back in that dtype.
+  * ``axis`` names the class axis or axes (a tuple flattens them; an integer label is then a
+    flat index into them); ``where`` is a boolean mask of the logits' shape, or of the
+    batch shape (one flag per example). A fully masked example has loss exactly 0.
+  * Integer labels are gathered with ``take_along_axis`` (no one-hot array). A label that
+    cannot be checked under ``jit`` -- outside ``[0, num_classes)``, or naming a masked
+    class -- gives a NaN loss (and a zero gradient), so that it cannot go unnoticed.
+"""
+
+from __future__ import annotations
+
+import jax
+
+from softfam import _family, _spherical, _validation
+from softfam._family import DEFAULT_EPSILON
+from softfam._validation import Axis
+
+ArrayLike = jax.typing.ArrayLike
+
+
+def softmax_cross_entropy(
+    logits: ArrayLike, labels: ArrayLike, *, axis: Axis = -1, where: ArrayLike | None = None
+) -> jax.Array:
+    """Softmax cross-entropy with probability labels: ``-sum_i y_i log softmax(x)_i``.
+
+    Agrees with ``optax.losses.softmax_cross_entropy``.
+
+    Args:
+      logits: shape ``[..., num_classes]``.
+      labels: probabilities (e.g. one-hot), the logits' shape.
+      axis: the class axis or axes.
+      where: optional boolean mask of the logits' or the batch shape.
+
+    Returns:
+      The loss, shape ``[...]``.
+
+    Example:
+      >>> import jax.numpy as jnp, softfam
+      >>> logits = jnp.array([[0.0, 0.0], [2.0, 0.0]])
+      >>> print(softfam.softmax_cross_entropy(logits, jnp.array([[1.0, 0.0], [1.0, 0.0]])))
+      [0.693147 0.126928]
+    """
+    return _family.cross_entropy(_family.exp_log_score, logits, labels, axis, where)
+
+
+def softmax_cross_entropy_with_integer_labels(
+    logits: ArrayLike, labels: ArrayLike, *, axis: Axis = -1, where: ArrayLike | None = None
+) -> jax.Array:
+    """Softmax cross-entropy with integer labels: ``logsumexp(x) - x_c``.
+
+    Agrees with ``optax.losses.softmax_cross_entropy_with_integer_labels``.
+
+    Args:
+      logits: shape ``[..., num_classes]``.
+      labels: integer class indices, shape ``[...]``.
+      axis: the class axis or axes.
+      where: optional boolean mask of the logits' or the batch shape.
+
+    Returns:
+      The loss, shape ``[...]``.
+
+    Example:
+      >>> import jax.numpy as jnp, softfam
+      >>> logits = jnp.array([[0.0, 0.0], [2.0, 0.0]])
+      >>> print(softfam.softmax_cross_entropy_with_integer_labels(logits, jnp.array([1, 0])))
+      [0.693147 0.126928]
+    """
+    return _family.integer_label_nll(_family.exp_log_score, logits, labels, axis, where)
+
+
+def soft_margin_softmax_cross_entropy_with_integer_labels(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    margin: ArrayLike = 0.0,
+    axis: Axis = -1,
+    where: ArrayLike | None = None,
+) -> jax.Array:
+    """Soft-margin softmax cross-entropy: the target's logit is lowered by ``margin``.
+
+    ``p_c = e^(x_c - m) / (e^(x_c - m) + sum_{j != c} e^(x_j))``, loss ``-log p_c``. Meant for
+    training only; evaluate with the plain softmax.
+
+    Args:
+      logits: shape ``[..., num_classes]``.
+      labels: integer class indices, shape ``[...]``.
+      margin: ``m``; 0 gives the plain softmax cross-entropy.
+      axis: the class axis or axes.
+      where: optional boolean mask of the logits' or the batch shape.
+
+    Returns:
+      The loss, shape ``[...]``.
+
+    Example:
+      >>> import jax.numpy as jnp, softfam
+      >>> # logits [log 2, 0] with margin log 2: p_0 = 1/2
+      >>> print(softfam.soft_margin_softmax_cross_entropy_with_integer_labels(
+      ...     jnp.array([0.6931472, 0.0]), jnp.array(0), margin=0.6931472))
+      0.6931472
+
+    References:
+      Banerjee et al. 2020, arXiv 2011.11538.
+    """
+    return _family.integer_label_nll(
+        _family.exp_log_score, logits, labels, axis, where, margin=margin
+    )
+
+
+def taylor_softmax_cross_entropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    order: int = 2,
+    axis: Axis = -1,
+    where: ArrayLike | None = None,
+) -> jax.Array:
+    """Taylor softmax cross-entropy with probability labels: ``-sum_i y_i log p_i``.
+
+    ``p_i = T_n(x_i) / sum_j T_n(x_j)``; see ``taylor_softmax``.
+
+    Args:
+      logits: shape ``[..., num_classes]``.
+      labels: probabilities (e.g. one-hot), the logits' shape.
+      order: the even order n >= 2.
+      axis: the class axis or axes.
+      where: optional boolean mask of the logits' or the batch shape.
+
+    Returns:
+      The loss, shape ``[...]``.
+
+    Example:
+      >>> import jax.numpy as jnp, softfam
+      >>> # T_2 = [1, 2.5]: p_1 = 2.5 / 3.5
+      >>> print(softfam.taylor_softmax_cross_entropy(jnp.array([0.0, 1.0]), jnp.array([0.0, 1.0])))
+      0.336472
+
+    References:
+      de Brebisson & Vincent 2016, arXiv 1511.05042.
+    """
+    return _family.cross_entropy(_family.taylor(order), logits, labels, axis, where)
+
+
+def taylor_softmax_cross_entropy_with_integer_labels(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    order: int = 2,
+    axis: Axis = -1,
+    where: ArrayLike | None = None,
+) -> jax.Array:
+    """Log-Taylor softmax loss with integer labels: ``log sum_j T_n(x_j) - log T_n(x_c)``.
+
+    Order 2 is a spherical-family loss and is computed on the statistics by
+    ``taylor_softmax_cross_entropy_from_statistics``; higher orders are not spherical.
+
+    Args:
+      logits: shape ``[..., num_classes]``.
+      labels: integer class indices, shape ``[...]``.
+      order: the even order n >= 2.
+      axis: the class axis or axes.
+      where: optional boolean mask of the logits' or the batch shape.
+
+    Returns:
+      The loss, shape ``[...]``.
+
+    Example:
+      >>> import jax.numpy as jnp, softfam
+      >>> print(softfam.taylor_softmax_cross_entropy_with_integer_labels(
+      ...     jnp.array([0.0, 1.0]), jnp.array(1)))
+      0.336472
+
+    References:
+      de Brebisson & Vincent 2016, arXiv 1511.05042.
+    """
+    if _validation.taylor_order(order) == 2:
+        return _spherical.spherical_loss(
+            _spherical.taylor_softmax_cross_entropy_from_statistics, logits, labels, axis, where
+        )
+    return _family.integer_label_nll(_family.taylor(order), logits, labels, axis, where)
+
+
+def soft_margin_taylor_softmax_cross_entropy_with_integer_labels(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    order: int = 2,
+    margin: ArrayLike = 0.0,
+    axis: Axis = -1,
+    where: ArrayLike | None = None,
+) -> jax.Array:
+    """Soft-margin Taylor softmax cross-entropy: ``T_n(x_c - m)`` in place of ``T_n(x_c)``.
+
+    ``p_c = T_n(x_c - m) / (T_n(x_c - m) + sum_{j != c} T_n(x_j))``, loss ``-log p_c``.
+
+    Args:
+      logits: shape ``[..., num_classes]``.
+      labels: integer class indices, shape ``[...]``.
+      order: the even order n >= 2.
+      margin: ``m``; 0 gives the plain Taylor softmax loss.
+      axis: the class axis or axes.
+      where: optional boolean mask of the logits' or the batch shape.
+
+    Returns:
+      The loss, shape ``[...]``.
+
+    Example:
+      >>> import jax.numpy as jnp, softfam
+      >>> # T_2(1 - 1) = 1 beside T_2(0) = 1: p_1 = 1/2
+      >>> print(softfam.soft_margin_taylor_softmax_cross_entropy_with_integer_labels(
+      ...     jnp.array([0.0, 1.0]), jnp.array(1), margin=1.0))
+      0.6931472
+
+    References:
+      Banerjee et al. 2020, arXiv 2011.11538.
+    """
+    return _family.integer_label_nll(
+        _family.taylor(order), logits, labels, axis, where, margin=margin
+    )
+
+
+def spherical_softmax_cross_entropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    epsilon: ArrayLike = DEFAULT_EPSILON,
+    axis: Axis = -1,
+    where: ArrayLike | None = None,
+) -> jax.Array:
+    """Spherical softmax cross-entropy with probability labels: ``-sum_i y_i log p_i``.
+
+    ``p_i = (x_i^2 + eps) / sum_j (x_j^2 + eps)``; see ``spherical_softmax``.
+
+    Args:
+      logits: shape ``[..., num_classes]``.
+      labels: probabilities (e.g. one-hot), the logits' shape.
+      epsilon: ``eps > 0``.
+      axis: the class axis or axes.
+      where: optional boolean mask of the logits' or the batch shape.
+
+    Returns:
+      The loss, shape ``[...]``.
+
+    Example:
+      >>> import jax.numpy as jnp, softfam
+      >>> # p = [1/5, 4/5] for logits [1, 2] with eps -> 0
+      >>> print(softfam.spherical_softmax_cross_entropy(
+      ...     jnp.array([1.0, 2.0]), jnp.array([0.0, 1.0]), epsilon=1e-6))
+      0.223144
+
+    References:
+      de Brebisson & Vincent 2016, arXiv 1511.05042.
+    """
+    return _family.cross_entropy(_family.spherical(epsilon), logits, labels, axis, where)
+
+
+def spherical_softmax_cross_entropy_with_integer_labels(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    epsilon: ArrayLike = DEFAULT_EPSILON,
+    axis: Axis = -1,
+    where: ArrayLike | None = None,
+) -> jax.Array:
+    """Log-spherical softmax loss with integer labels: ``log(q + D eps) - log(x_c^2 + eps)``.
+
+    Computed on the statistics by ``spherical_softmax_cross_entropy_from_statistics``.
+
+    Args:
+      logits: shape ``[..., num_classes]``.
+      labels: integer class indices, shape ``[...]``.
+      epsilon: ``eps > 0``.
+      axis: the class axis or axes.
+      where: optional boolean mask of the logits' or the batch shape.
+
+    Returns:
+      The loss, shape ``[...]``.
+
+    Example:
+      >>> import jax.numpy as jnp, softfam
+      >>> print(softfam.spherical_softmax_cross_entropy_with_integer_labels(
+      ...     jnp.array([1.0, 2.0]), jnp.array(1), epsilon=1e-6))
+      0.223144
+
+    References:
+      de Brebisson & Vincent 2016, arXiv 1511.05042.
+    """
+    return _spherical.spherical_loss(
+        _spherical.spherical_softmax_cross_entropy_from_statistics,
+        logits, labels, axis, where, epsilon=epsilon,
+    )
+
+
+def squared_error_with_integer_labels(
+    logits: ArrayLike, labels: ArrayLike, *, axis: Axis = -1, where: ArrayLike | None = None
+) -> jax.Array:
+    """Squared error against the one-hot target, summed over classes: ``sum_k (x_k - y_k)^2``.
+
+    Computed on the statistics by ``squared_error_from_statistics``.
+
+    Args:
+      logits: shape ``[..., num_classes]``.
+      labels: integer class indices, shape ``[...]``.
+      axis: the class axis or axes.
+      where: optional boolean mask of the logits' or the batch shape.
+
+    Returns:
+      The loss, shape ``[...]``.
+
+    Example:
+      >>> import jax.numpy as jnp, softfam
+      >>> print(softfam.squared_error_with_integer_labels(jnp.array([0.5, 2.0]), jnp.array(0)))
+      4.25
+    """
+    return _spherical.spherical_loss(
+        _spherical.squared_error_from_statistics, logits, labels, axis, where
+    )
+
+
+def z_loss_with_integer_labels(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    a: ArrayLike = 1.0,
+    b: ArrayLike = 2.0,
+    axis: Axis = -1,
+    where: ArrayLike | None = None,
+) -> jax.Array:
+    """The Z-loss with integer labels: ``softplus(a (b - z_c)) / a``, ``z`` the standardized logits.
+
+    Computed on the statistics by ``z_loss_from_statistics`` (see it for the defaults).
+
+    Args:
+      logits: shape ``[..., num_classes]``.
+      labels: integer class indices, shape ``[...]``.
+      a: sharpness ``a > 0``.
+      b: location.
+      axis: the class axis or axes.
+      where: optional boolean mask of the logits' or the batch shape.
+
+    Returns:
+      The loss, shape ``[...]``.
+
+    Example:
+      >>> import jax.numpy as jnp, softfam
+      >>> print(softfam.z_loss_with_integer_labels(jnp.array([-1.0, 1.0]), jnp.array(1)))
+      1.313262
+
+    References:
+      de Brebisson & Vincent 2016, "The Z-loss", arXiv 1604.08859.
+    """
+    return _spherical.spherical_loss(
+        _spherical.z_loss_from_statistics, logits, labels, axis, where, a=a, b=b
+    )
+
+
+def softmax_cross_entropy_upper_bound_with_integer_labels(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    xi: ArrayLike = 1.0,
+    axis: Axis = -1,
+    where: ArrayLike | None = None,
+) -> jax.Array:
+    """A spherical upper bound of ``logsumexp(x) - x_c`` (Bouchard's bound).
+
+    Computed on the statistics by ``softmax_cross_entropy_upper_bound_from_statistics``
+    (see it for the formula). de Brebisson & Vincent report that it trains badly.
+
+    Args:
+      logits: shape ``[..., num_classes]``.
+      labels: integer class indices, shape ``[...]``.
+      xi: the bound's variational parameter, ``xi > 0``.
+      axis: the class axis or axes.
+      where: optional boolean mask of the logits' or the batch shape.
+
+    Returns:
+      The loss, shape ``[...]``; never below the softmax cross-entropy.
+
+    Example:
+      >>> import jax.numpy as jnp, softfam
+      >>> logits, labels = jnp.array([1.0, -1.0, 0.5]), jnp.array(0)
+      >>> bound = softfam.softmax_cross_entropy_upper_bound_with_integer_labels(logits, labels)
+      >>> bool(bound >= softfam.softmax_cross_entropy_with_integer_labels(logits, labels))
+      True
+
+    References:
+      Bouchard 2007; de Brebisson & Vincent 2016, arXiv 1511.05042.
+    """
+    return _spherical.spherical_loss(
+        _spherical.softmax_cross_entropy_upper_bound_from_statistics,
+        logits, labels, axis, where, xi=xi,
+    )

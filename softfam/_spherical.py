@@ -1,0 +1,320 @@
+"""The spherical family: losses that see the logits only through ``(o_c, s, q)``.
+
+``o_c`` is the target's logit, ``s = sum_k o_k`` and ``q = sum_k o_k^2``. Each loss here is
+written once, on the statistics, and the dense losses of ``softfam`` apply it to the
+statistics of the logits; an output layer that computes the statistics without the logits
+(Vincent et al. 2015, arXiv 1412.7091) reuses the same functions unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from softfam import _family, _validation
+from softfam._validation import Axis
+
+
+class SphericalStatistics(NamedTuple):
+    """The statistics of one example's logits that a spherical-family loss depends on.
+
+    Attributes:
+      target_logit: ``o_c``, the logit of the target class.
+      logit_sum: ``s = sum_k o_k`` over the unmasked classes.
+      logit_square_sum: ``q = sum_k o_k^2`` over the unmasked classes.
+      num_classes: ``D``, the number of unmasked classes (a float array).
+    """
+
+    target_logit: jax.Array
+    logit_sum: jax.Array
+    logit_square_sum: jax.Array
+    num_classes: jax.Array
+
+
+def _statistics(batch: _family.IntegerLabelBatch) -> SphericalStatistics:
+    x = batch.logits
+    if batch.mask is None:
+        num_classes = jnp.full(x.shape[:-1], x.shape[-1], x.dtype)
+    else:
+        x = jnp.where(batch.mask, x, 0)
+        num_classes = jnp.sum(batch.mask, axis=-1).astype(x.dtype)
+    return SphericalStatistics(
+        _family.take_target(x, batch.labels), jnp.sum(x, -1), jnp.sum(x * x, -1), num_classes
+    )
+
+
+def spherical_statistics(
+    logits: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    *,
+    axis: Axis = -1,
+    where: jax.typing.ArrayLike | None = None,
+) -> SphericalStatistics:
+    """The spherical-family statistics ``(o_c, s, q, D)`` of logits and integer labels.
+
+    Args:
+      logits: logits of shape ``[..., num_classes]`` (any floating dtype).
+      labels: integer class indices of shape ``[...]``.
+      axis: the class axis or axes; with a tuple, a label is a flat index into them.
+      where: optional boolean mask of the logits' shape (or of the labels' shape, per
+        example); masked classes count neither in ``s``, ``q`` nor ``D``.
+
+    Returns:
+      A ``SphericalStatistics`` of arrays of shape ``[...]`` in at least float32 (so that
+      ``q`` cannot overflow a float16). ``target_logit`` is NaN where the label is outside
+      ``[0, num_classes)`` or names a masked class.
+
+    Example:
+      >>> import jax.numpy as jnp, softfam
+      >>> stats = softfam.spherical_statistics(jnp.array([[1.0, -2.0, 3.0]]), jnp.array([2]))
+      >>> [float(v[0]) for v in stats]
+      [3.0, 2.0, 14.0, 3.0]
+
+    References:
+      Vincent, de Brebisson & Bouthillier 2015, arXiv 1412.7091.
+    """
+    batch = _family.integer_label_batch(logits, labels, axis, where)
+    stats = _statistics(batch)
+    return stats._replace(
+        target_logit=jnp.where(batch.label_is_valid, stats.target_logit, jnp.nan)
+    )
+
+
+_SAFE_STATISTICS = SphericalStatistics(0.0, 0.0, 0.0, 1.0)
+
+
+def spherical_loss(
+    loss_from_statistics: Callable[..., jax.Array],
+    logits: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    axis: Axis,
+    where,
+    **hyperparameters,
+) -> jax.Array:
+    """A dense integer-label loss: ``loss_from_statistics`` applied to the logits' statistics.
+
+    Examples with an invalid label get safe statistics inside (double where), then NaN
+    (or 0 when fully masked), so that they never put a NaN into the gradient.
+    """
+    batch = _family.integer_label_batch(logits, labels, axis, where)
+    stats = SphericalStatistics(
+        *(
+            jnp.where(batch.label_is_valid, value, safe)
+            for value, safe in zip(_statistics(batch), _SAFE_STATISTICS)
+        )
+    )
+    return _family.finish_integer_label_loss(loss_from_statistics(*stats, **hyperparameters), batch)
+
+
+def _as_statistics(target_logit, logit_sum, logit_square_sum, num_classes):
+    """The statistics as arrays of one floating dtype (at least float32), and the output dtype."""
+    target_logit = _validation.floating_array("target_logit", target_logit)
+    dtype = _family.compute_dtype(target_logit.dtype)
+    values = (target_logit, logit_sum, logit_square_sum, num_classes)
+    return SphericalStatistics(*(jnp.asarray(v).astype(dtype) for v in values)), target_logit.dtype
+
+
+def taylor_softmax_cross_entropy_from_statistics(
+    target_logit: jax.typing.ArrayLike,
+    logit_sum: jax.typing.ArrayLike,
+    logit_square_sum: jax.typing.ArrayLike,
+    num_classes: jax.typing.ArrayLike,
+) -> jax.Array:
+    """Log-Taylor softmax loss (order 2) on the statistics.
+
+    ``L = log(D + s + q/2) - log(1 + o_c + o_c^2/2)``, since ``sum_k T_2(o_k) = D + s + q/2``.
+
+    Args:
+      target_logit: ``o_c``, shape ``[...]``.
+      logit_sum: ``s``, shape ``[...]``.
+      logit_square_sum: ``q``, shape ``[...]``.
+      num_classes: ``D``, a number or an array of shape ``[...]``.
+
+    Returns:
+      The loss, shape ``[...]``, in target_logit's dtype.
+
+    Example:
+      >>> import softfam
+      >>> # logits [0, 0]: each class has probability 1/2
+      >>> round(float(softfam.taylor_softmax_cross_entropy_from_statistics(0.0, 0.0, 0.0, 2)), 6)
+      0.693147
+
+    References:
+      de Brebisson & Vincent 2016, arXiv 1511.05042.
+    """
+    (o_c, s, q, d), dtype = _as_statistics(target_logit, logit_sum, logit_square_sum, num_classes)
+    return (jnp.log(d + s + q / 2) - _family.taylor_log_score(o_c, order=2)).astype(dtype)
+
+
+def spherical_softmax_cross_entropy_from_statistics(
+    target_logit: jax.typing.ArrayLike,
+    logit_sum: jax.typing.ArrayLike,
+    logit_square_sum: jax.typing.ArrayLike,
+    num_classes: jax.typing.ArrayLike,
+    *,
+    epsilon: jax.typing.ArrayLike = _family.DEFAULT_EPSILON,
+) -> jax.Array:
+    """Log-spherical softmax loss on the statistics.
+
+    ``L = log(q + D eps) - log(o_c^2 + eps)`` (``s`` is not used).
+
+    Args:
+      target_logit: ``o_c``, shape ``[...]``.
+      logit_sum: ``s``, shape ``[...]`` (unused, kept for a uniform signature).
+      logit_square_sum: ``q``, shape ``[...]``.
+      num_classes: ``D``, a number or an array of shape ``[...]``.
+      epsilon: ``eps > 0``; see ``spherical_softmax`` for the default.
+
+    Returns:
+      The loss, shape ``[...]``, in target_logit's dtype.
+
+    Example:
+      >>> import softfam
+      >>> # logits [3, 4], target 1: p = (16 + eps) / (25 + 2 eps)
+      >>> round(float(softfam.spherical_softmax_cross_entropy_from_statistics(
+      ...     4.0, 7.0, 25.0, 2, epsilon=1e-6)), 5)
+      0.44629
+
+    References:
+      de Brebisson & Vincent 2016, arXiv 1511.05042.
+    """
+    _validation.positive("epsilon", epsilon)
+    (o_c, _, q, d), dtype = _as_statistics(target_logit, logit_sum, logit_square_sum, num_classes)
+    eps = jnp.asarray(epsilon, o_c.dtype)
+    return (jnp.log(q + d * eps) - _family.spherical_log_score(o_c, epsilon=eps)).astype(dtype)
+
+
+def squared_error_from_statistics(
+    target_logit: jax.typing.ArrayLike,
+    logit_sum: jax.typing.ArrayLike,
+    logit_square_sum: jax.typing.ArrayLike,
+    num_classes: jax.typing.ArrayLike,
+) -> jax.Array:
+    """Squared error against the one-hot target on the statistics.
+
+    ``L = sum_k (o_k - y_k)^2 = q - 2 o_c + 1``.
+
+    Args:
+      target_logit: ``o_c``, shape ``[...]``.
+      logit_sum: ``s`` (unused, kept for a uniform signature).
+      logit_square_sum: ``q``, shape ``[...]``.
+      num_classes: ``D`` (unused, kept for a uniform signature).
+
+    Returns:
+      The loss, shape ``[...]``, in target_logit's dtype.
+
+    Example:
+      >>> import softfam
+      >>> # logits [0.5, 2], target 0: (0.5 - 1)^2 + 2^2
+      >>> float(softfam.squared_error_from_statistics(0.5, 2.5, 4.25, 2))
+      4.25
+
+    References:
+      Vincent, de Brebisson & Bouthillier 2015, arXiv 1412.7091.
+    """
+    (o_c, _, q, _), dtype = _as_statistics(target_logit, logit_sum, logit_square_sum, num_classes)
+    return (q - 2 * o_c + 1).astype(dtype)
+
+
+def z_loss_from_statistics(
+    target_logit: jax.typing.ArrayLike,
+    logit_sum: jax.typing.ArrayLike,
+    logit_square_sum: jax.typing.ArrayLike,
+    num_classes: jax.typing.ArrayLike,
+    *,
+    a: jax.typing.ArrayLike = 1.0,
+    b: jax.typing.ArrayLike = 2.0,
+) -> jax.Array:
+    """The Z-loss on the statistics: a softplus of the target's standardized logit.
+
+    ``L = softplus(a (b - z_c)) / a`` with ``z_c = (o_c - mu) / sigma``, ``mu = s / D`` and
+    ``sigma^2 = q / D - mu^2``. Where ``sigma^2 <= 0`` (all logits equal, or rounding),
+    ``z_c = 0``. Shift and scale invariant; ``q / D - mu^2`` loses precision when the
+    logits' mean is much larger than their spread. The defaults ``a = 1, b = 2`` are ours,
+    not the paper's (it tunes them): ``z_c`` can reach ``sqrt(D - 1)``, so ``b`` asks the
+    target to stand two standard deviations above the mean.
+
+    Args:
+      target_logit: ``o_c``, shape ``[...]``.
+      logit_sum: ``s``, shape ``[...]``.
+      logit_square_sum: ``q``, shape ``[...]``.
+      num_classes: ``D``, a number or an array of shape ``[...]``.
+      a: sharpness ``a > 0`` of the softplus.
+      b: the standardized score ``z_c`` beyond which the loss fades.
+
+    Returns:
+      The loss, shape ``[...]``, in target_logit's dtype.
+
+    Example:
+      >>> import softfam
+      >>> # logits [-1, 1], target 1: z_c = 1, softplus(2 - 1) = log(1 + e)
+      >>> round(float(softfam.z_loss_from_statistics(1.0, 0.0, 2.0, 2)), 6)
+      1.313262
+
+    References:
+      de Brebisson & Vincent 2016, "The Z-loss", arXiv 1604.08859.
+    """
+    _validation.positive("a", a)
+    (o_c, s, q, d), dtype = _as_statistics(target_logit, logit_sum, logit_square_sum, num_classes)
+    a = jnp.asarray(a, o_c.dtype)
+    mean = s / d
+    variance = q / d - mean * mean
+    has_spread = variance > 0
+    z = jnp.where(has_spread, (o_c - mean) * jax.lax.rsqrt(jnp.where(has_spread, variance, 1)), 0)
+    return (jax.nn.softplus(a * (jnp.asarray(b, o_c.dtype) - z)) / a).astype(dtype)
+
+
+def softmax_cross_entropy_upper_bound_from_statistics(
+    target_logit: jax.typing.ArrayLike,
+    logit_sum: jax.typing.ArrayLike,
+    logit_square_sum: jax.typing.ArrayLike,
+    num_classes: jax.typing.ArrayLike,
+    *,
+    xi: jax.typing.ArrayLike = 1.0,
+) -> jax.Array:
+    """A spherical upper bound of the softmax cross-entropy ``logsumexp(o) - o_c``.
+
+    From Bouchard's bound ``log sum_k e^o_k <= alpha + sum_k log(1 + e^(o_k - alpha))``,
+    each ``log(1 + e^x)`` bounded by its quadratic (Jaakkola-Jordan) upper bound touching at
+    ``x = +-xi`` and ``alpha`` chosen optimally::
+
+      L = s/D - (D-2)^2 / (16 D lam) + lam (q - s^2/D) - D lam xi^2 - D xi / 2
+          + D log(1 + e^xi) - o_c,      lam = (sigmoid(xi) - 1/2) / (2 xi).
+
+    Args:
+      target_logit: ``o_c``, shape ``[...]``.
+      logit_sum: ``s``, shape ``[...]``.
+      logit_square_sum: ``q``, shape ``[...]``.
+      num_classes: ``D``, a number or an array of shape ``[...]``.
+      xi: the bound's variational parameter, ``xi > 0``.
+
+    Returns:
+      The bound, shape ``[...]``, in target_logit's dtype; it is ``>= logsumexp(o) - o_c``.
+
+    Example:
+      >>> import softfam
+      >>> # logits [0, 0], target 0: the loss is log 2; the bound at xi -> 0 is 2 log 2
+      >>> round(float(softfam.softmax_cross_entropy_upper_bound_from_statistics(
+      ...     0.0, 0.0, 0.0, 2, xi=1e-3)), 6)
+      1.386294
+
+    References:
+      Bouchard 2007, "Efficient bounds for the softmax function"; de Brebisson & Vincent
+      2016, arXiv 1511.05042.
+    """
+    _validation.positive("xi", xi)
+    (o_c, s, q, d), dtype = _as_statistics(target_logit, logit_sum, logit_square_sum, num_classes)
+    xi = jnp.asarray(xi, o_c.dtype)
+    lam = (jax.nn.sigmoid(xi) - 0.5) / (2 * xi)
+    bound = (
+        s / d
+        - (d - 2) ** 2 / (16 * d * lam)
+        + lam * (q - s * s / d)
+        - d * lam * xi * xi
+        - d * xi / 2
+        + d * jax.nn.softplus(xi)
+        - o_c
+    )
+    return bound.astype(dtype)
