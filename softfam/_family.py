@@ -1,7 +1,7 @@
 """The normalizer family ``p_i = f(x_i) / sum_j f(x_j)``, written once.
 
 A member is its log-score ``log f(x)``, computed stably in log space. Everything else is
-shared: the log-normalizer ``log sum_j f(x_j)`` (a max-shifted logsumexp of the log-scores),
+shared: the normalizer ``sum_j f(x_j)`` (summed after shifting the log-scores by their max),
 probabilities, log-probabilities, masking, axis handling, the dtype policy and the negative
 log-likelihood ``log sum_j f(x_j) - log f(x_c)``.
 
@@ -30,7 +30,7 @@ DEFAULT_EPSILON = 0.01  # the spherical softmax's eps; spherical_softmax says wh
 
 def compute_dtype(dtype: jnp.dtype) -> jnp.dtype:
     """The dtype sums are accumulated in: float32, or float64 for float64 inputs."""
-    return jnp.promote_types(dtype, jnp.float32)
+    return jnp.dtype(jnp.float64 if jnp.dtype(dtype) == jnp.float64 else jnp.float32)
 
 
 # --- The members: one log-score each. -------------------------------------------------------
@@ -91,19 +91,28 @@ def masked_log_scores(
     return jnp.where(mask, log_score(jnp.where(mask, x, 0)), -jnp.inf)
 
 
-def log_normalizer(
-    log_scores: jax.Array, axes: tuple[int, ...], mask: Optional[jax.Array]
-) -> jax.Array:
-    """``log sum_j f(x_j)`` over ``axes`` (kept as size 1) from the log-scores.
+class ShiftedScores(NamedTuple):
+    """The normalization of a family member, with the scores divided by ``e^c``.
 
-    Shifted by the (gradient-free) maximum so that ``exp`` never overflows. A fully masked
-    slice gets 0 rather than ``log 0``, so that its (masked) outputs have finite gradients.
+    ``c`` is the (gradient-free) maximal log-score, so ``exp`` never overflows and, for
+    softmax, ``x - c`` is exact: ``log p_i = log_scores_i - log(total)`` and
+    ``p_i = exp(log_scores_i) / total``.
     """
+
+    log_scores: jax.Array  # log f(x_i) - c; -inf where masked
+    total: jax.Array  # sum_j f(x_j) / e^c over the class axes (kept as size 1)
+
+
+def shifted_scores(
+    log_score: LogScore, x: jax.Array, axes: tuple[int, ...], mask: Optional[jax.Array]
+) -> ShiftedScores:
+    """Scores and their sum over ``axes``; a fully masked slice gets ``total = 1`` rather
+    than 0, so that its (masked) outputs have finite gradients."""
+    log_scores = masked_log_scores(log_score, x, mask)
     shift = jnp.max(log_scores, axes, keepdims=True, where=mask, initial=-jnp.inf)
-    shift = lax.stop_gradient(jnp.where(jnp.isfinite(shift), shift, 0))
-    total = jnp.sum(jnp.exp(log_scores - shift), axes, keepdims=True)
-    has_classes = total > 0  # the maximal unmasked term contributes exp(0) = 1
-    return jnp.where(has_classes, jnp.log(jnp.where(has_classes, total, 1)) + shift, 0)
+    log_scores = log_scores - lax.stop_gradient(jnp.where(jnp.isfinite(shift), shift, 0))
+    total = jnp.sum(jnp.exp(log_scores), axes, keepdims=True)
+    return ShiftedScores(log_scores, jnp.where(total > 0, total, 1))
 
 
 def class_mask(
@@ -117,34 +126,26 @@ def class_mask(
     return _validation.boolean_mask(where, shape)
 
 
-def log_probabilities(
-    log_score: LogScore, x: jax.Array, axes: tuple[int, ...], mask: Optional[jax.Array]
-) -> jax.Array:
-    """``log p_i = log f(x_i) - log sum_j f(x_j)`` in x's dtype; -inf where masked."""
-    log_scores = masked_log_scores(log_score, x, mask)
-    return log_scores - log_normalizer(log_scores, axes, mask)
-
-
-def normalizer_log_probabilities(
+def normalizer_scores(
     log_score: LogScore, x: jax.typing.ArrayLike, axis: Axis, where
-) -> tuple[jax.Array, jnp.dtype]:
-    """Checks a normalizer's arguments; returns the log-probabilities and the output dtype."""
+) -> tuple[ShiftedScores, jnp.dtype]:
+    """Checks a normalizer's arguments; returns its shifted scores and the output dtype."""
     x = _validation.floating_array("x", x)
     axes = _validation.canonical_axes(axis, x.ndim)
     mask = None if where is None else _validation.boolean_mask(where, x.shape)
-    return log_probabilities(log_score, x.astype(compute_dtype(x.dtype)), axes, mask), x.dtype
+    return shifted_scores(log_score, x.astype(compute_dtype(x.dtype)), axes, mask), x.dtype
 
 
 def log_normalize(log_score: LogScore, x: jax.typing.ArrayLike, axis: Axis, where) -> jax.Array:
-    """``log p_i``; -inf where masked."""
-    log_probs, dtype = normalizer_log_probabilities(log_score, x, axis, where)
-    return log_probs.astype(dtype)
+    """``log p_i = log f(x_i) - log sum_j f(x_j)``; -inf where masked."""
+    (log_scores, total), dtype = normalizer_scores(log_score, x, axis, where)
+    return (log_scores - jnp.log(total)).astype(dtype)
 
 
 def normalize(log_score: LogScore, x: jax.typing.ArrayLike, axis: Axis, where) -> jax.Array:
     """``p_i = f(x_i) / sum_j f(x_j)``; exactly 0 where masked."""
-    log_probs, dtype = normalizer_log_probabilities(log_score, x, axis, where)
-    return jnp.exp(log_probs).astype(dtype)
+    (log_scores, total), dtype = normalizer_scores(log_score, x, axis, where)
+    return (jnp.exp(log_scores) / total).astype(dtype)
 
 
 def cross_entropy(
@@ -164,7 +165,8 @@ def cross_entropy(
     axes = _validation.canonical_axes(axis, logits.ndim)
     mask = class_mask(where, logits.shape, axes)
     dtype = compute_dtype(logits.dtype)
-    log_probs = log_probabilities(log_score, logits.astype(dtype), axes, mask)
+    log_scores, total = shifted_scores(log_score, logits.astype(dtype), axes, mask)
+    log_probs = log_scores - jnp.log(total)
     if mask is not None:
         log_probs = jnp.where(mask, log_probs, 0)
     return -jnp.sum(labels.astype(dtype) * log_probs, axes).astype(logits.dtype)
@@ -239,6 +241,6 @@ def integer_label_nll(
     if margin is not None:
         class_index = lax.broadcasted_iota(batch.labels.dtype, x.shape, x.ndim - 1)
         x = x - jnp.where(class_index == batch.labels[..., None], jnp.asarray(margin, x.dtype), 0)
-    log_scores = masked_log_scores(log_score, x, batch.mask)
-    loss = log_normalizer(log_scores, (x.ndim - 1,), batch.mask)[..., 0]
-    return finish_integer_label_loss(loss - take_target(log_scores, batch.labels), batch)
+    log_scores, total = shifted_scores(log_score, x, (x.ndim - 1,), batch.mask)
+    loss = jnp.log(total[..., 0]) - take_target(log_scores, batch.labels)
+    return finish_integer_label_loss(loss, batch)

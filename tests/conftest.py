@@ -1,0 +1,14 @@
+"""Strict JAX numerics for every test: no silent dtype or rank promotion, warnings are errors
+(set in pyproject.toml). float64 is enabled only inside tests that ask for the `x64` fixture."""
+
+import jax
+import pytest
+
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture
+def x64():
+    with jax.enable_x64(True):
+        yield
