@@ -1,0 +1,1 @@
+"""Experiments and benchmarks around softfam: ``python -m experiments --help``."""
