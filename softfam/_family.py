@@ -1,18 +1,19 @@
 """The normalizer family ``p_i = f(x_i) / sum_j f(x_j)``, written once.
 
-A member is its log-score ``log f(x)``, computed stably in log space. Everything else is
-shared: the normalizer ``sum_j f(x_j)`` (summed after shifting the log-scores by their max),
-probabilities, log-probabilities, masking, axis handling, the dtype policy and the negative
-log-likelihood ``log sum_j f(x_j) - log f(x_c)``.
+A member is its log-score ``log f(x)``, computed stably in log space for any finite x, and
+optionally a faster way to compute its scores divided by a per-slice constant (by default
+``exp(log f(x) - max log f)``). Everything else is shared: the normalizer, probabilities,
+log-probabilities, masking, axis handling, the dtype policy and the negative log-likelihood
+``log sum_j f(x_j) - log f(x_c)``.
 
 Dtype policy: inputs of any floating dtype; work in at least float32; return the input dtype.
-Masking uses the "double where": masked inputs are replaced by 0 before the log-score and the
-outputs are masked afterwards, so a masked input, however large, gets an exactly zero gradient.
+Masking uses the "double where": masked inputs are replaced by 0 before any score is computed
+and the outputs are masked afterwards, so a masked input, however large, gets an exactly zero
+gradient.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Callable, NamedTuple, Optional
 
@@ -23,8 +24,6 @@ from jax import lax
 from softfam import _validation
 from softfam._validation import Axis
 
-LogScore = Callable[[jax.Array], jax.Array]
-
 DEFAULT_EPSILON = 0.01  # the spherical softmax's eps; spherical_softmax says why
 
 
@@ -33,86 +32,152 @@ def compute_dtype(dtype: jnp.dtype) -> jnp.dtype:
     return jnp.dtype(jnp.float64 if jnp.dtype(dtype) == jnp.float64 else jnp.float32)
 
 
-# --- The members: one log-score each. -------------------------------------------------------
+class ScaledScores(NamedTuple):
+    """``f(x_i) / C`` over a slice, with ``log C`` gradient-free and chosen so that nothing
+    overflows: ``p_i = scores_i / sum_j scores_j`` and ``log sum_j f(x_j) = log_scale + log
+    sum_j scores_j``."""
+
+    scores: jax.Array
+    log_scale: jax.Array  # kept as size 1 on the class axes
 
 
-def exp_log_score(x: jax.Array) -> jax.Array:
-    """Softmax: ``log exp(x) = x``."""
-    return x
+class Member(NamedTuple):
+    """A normalizer of the family."""
+
+    log_score: Callable[[jax.Array], jax.Array]  # log f(x), elementwise
+    # (x, axes) -> ScaledScores; None derives them from log_score (one exp per element).
+    scaled_scores: Optional[Callable[[jax.Array, tuple[int, ...]], ScaledScores]] = None
 
 
-def taylor_log_score(x: jax.Array, *, order: int) -> jax.Array:
-    """Taylor softmax: ``log T_n(x)`` with ``T_n(x) = sum_{k=0..n} x^k / k!`` (n even, T_n > 0).
+def _power_of_two(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Gradient-free ``(k, 2^-k)``: the integer ``k >= 0`` with ``|x| 2^-k < 1`` where
+    ``1 <= |x| < 2^126`` (float32; ``2^1022`` float64), ``|x| 2^-k < 4`` above, ``k = 0`` below.
 
-    For ``|x| <= 1``, Horner's rule ``T_n(x) = 1 + x (1 + x/2 (1 + ... (1 + x/n)))``.
-    For ``|x| > 1``, ``log T_n(x) = n log|x| - log n! + log R(1/x)`` with
-    ``R(y) = sum_{j=0..n} n!/(n-j)! y^j = 1 + n y (1 + (n-1) y (1 + ... (1 + y)))``,
-    so that no ``x^n`` is ever formed and nothing overflows for any finite x.
+    Read off the float's exponent bits: no log, and ``x 2^-k`` is exact.
     """
-    is_small = jnp.abs(x) <= 1
-    x_small = jnp.where(is_small, x, 0)  # both branches see safe inputs (double where)
-    x_large = jnp.where(is_small, 2, x)
-    taylor = jnp.ones_like(x)
-    for k in range(order, 0, -1):
-        taylor = 1 + x_small * taylor / k
-    y = 1 / x_large
-    remainder = jnp.ones_like(x)
-    for k in range(1, order + 1):
-        remainder = 1 + k * y * remainder
-    log_large = order * jnp.log(jnp.abs(x_large)) - math.lgamma(order + 1) + jnp.log(remainder)
-    return jnp.where(is_small, jnp.log(taylor), log_large)
+    int_dtype, mantissa_bits, bias = (
+        (jnp.int64, 52, 1023) if x.dtype == jnp.float64 else (jnp.int32, 23, 127)
+    )
+    bits = lax.bitcast_convert_type(lax.stop_gradient(x), int_dtype)
+    exponent = ((bits >> mantissa_bits) & (2 * bias + 1)) - (bias - 1)  # frexp's exponent
+    k = jnp.clip(exponent, 0, bias - 1)
+    return k.astype(x.dtype), lax.bitcast_convert_type((bias - k) << mantissa_bits, x.dtype)
 
 
-def spherical_log_score(x: jax.Array, *, epsilon: jax.typing.ArrayLike) -> jax.Array:
-    """Spherical softmax: ``log(x^2 + eps) = 2 log hypot(x, sqrt(eps))`` (no overflow of x^2)."""
-    return 2 * jnp.log(jnp.hypot(x, jnp.sqrt(jnp.asarray(epsilon, x.dtype))))
+def _taylor_polynomial_scaled(y: jax.Array, b: jax.Array, order: int) -> jax.Array:
+    """``T_n(x) b^n`` for ``x = y / b``: ``sum_j y^j b^(n-j) / j!`` by Horner's rule,
+    ``b^n + y (b^(n-1) + y/2 (b^(n-2) + ... (b + y/n)))``; with ``|y| <= 4`` and ``b <= 1``
+    nothing overflows."""
+    scaled, b_power = jnp.ones_like(y), b
+    for j in range(order, 0, -1):
+        scaled = b_power + y * scaled / j
+        b_power = b_power * b
+    return scaled
 
 
-def taylor(order: int) -> LogScore:
-    """The Taylor member of even order n >= 2."""
-    return functools.partial(taylor_log_score, order=_validation.taylor_order(order))
+def _row_power_of_two(x: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+    """``(k, 2^-k)`` of ``max |x|`` over the class axes (kept as size 1)."""
+    return _power_of_two(jnp.max(jnp.abs(x), axes, keepdims=True))
 
 
-def spherical(epsilon: jax.typing.ArrayLike) -> LogScore:
-    """The spherical member with ``eps > 0``."""
+# --- The members. ----------------------------------------------------------------------------
+
+
+SOFTMAX = Member(log_score=lambda x: x)
+
+
+def taylor(order: int) -> Member:
+    """Taylor softmax, ``f = T_n(x) = sum_{j=0..n} x^j / j!`` for even ``n >= 2`` (``T_n > 0``).
+
+    Log-score: with ``(k, b = 2^-k)`` from ``_power_of_two(x)``,
+    ``log T_n(x) = n k log 2 + log(T_n(x) b^n)``: one log per element and no ``x^n`` formed.
+    Scaled scores: the same with one ``b`` per slice (from ``max |x|``), and no log at all.
+    """
+    order = _validation.taylor_order(order)
+
+    def log_score(x):
+        k, b = _power_of_two(x)
+        return (order * math.log(2)) * k + jnp.log(_taylor_polynomial_scaled(x * b, b, order))
+
+    def scaled_scores(x, axes):
+        k, b = _row_power_of_two(x, axes)
+        return ScaledScores(_taylor_polynomial_scaled(x * b, b, order), (order * math.log(2)) * k)
+
+    return Member(log_score, scaled_scores)
+
+
+def spherical(epsilon: jax.typing.ArrayLike) -> Member:
+    """Spherical softmax, ``f = x^2 + eps`` with ``eps > 0``.
+
+    With ``(k, b = 2^-k)`` from ``_power_of_two``, ``x^2 + eps = 4^k ((x b)^2 + eps b^2)``:
+    per element for the log-score, per slice for the scaled scores, so ``x^2`` never overflows.
+    """
     _validation.positive("epsilon", epsilon)
-    return functools.partial(spherical_log_score, epsilon=epsilon)
+
+    def scaled(x, k, b):
+        y = x * b
+        return y * y + jnp.asarray(epsilon, x.dtype) * (b * b), (2 * math.log(2)) * k
+
+    def log_score(x):
+        scores, log_scale = scaled(x, *_power_of_two(x))
+        return log_scale + jnp.log(scores)
+
+    def scaled_scores(x, axes):
+        return ScaledScores(*scaled(x, *_row_power_of_two(x, axes)))
+
+    return Member(log_score, scaled_scores)
 
 
 # --- The shared path. ------------------------------------------------------------------------
 
 
-def masked_log_scores(
-    log_score: LogScore, x: jax.Array, mask: Optional[jax.Array]
+def _exp_scaled_scores(
+    log_score: Callable[[jax.Array], jax.Array],
+    x: jax.Array,
+    axes: tuple[int, ...],
+    mask: Optional[jax.Array],
+) -> ScaledScores:
+    """``exp(log f(x) - c)`` with ``c`` the slice's largest unmasked log-score."""
+    log_scores = log_score(x)
+    if mask is not None:  # exp(-inf) = 0: no overflow, even in the gradient
+        log_scores = jnp.where(mask, log_scores, -jnp.inf)
+    shift = jnp.max(log_scores, axes, keepdims=True, initial=-jnp.inf)
+    shift = lax.stop_gradient(jnp.where(jnp.isfinite(shift), shift, 0))
+    return ScaledScores(jnp.exp(log_scores - shift), shift)
+
+
+class Normalization(NamedTuple):
+    """A member's normalization over the class axes (all kept as size 1 but ``scores``)."""
+
+    scores: jax.Array  # f(x_i) / C; exactly 0 where masked
+    log_scale: jax.Array  # log C, gradient-free
+    total: jax.Array  # sum_j f(x_j) / C; 1 for a fully masked slice (finite gradients)
+
+
+def normalization(
+    member: Member, x: jax.Array, axes: tuple[int, ...], mask: Optional[jax.Array]
+) -> Normalization:
+    """The scaled scores of ``x`` (in the compute dtype) and their sum over ``axes``."""
+    if mask is not None:
+        x = jnp.where(mask, x, 0)
+    if member.scaled_scores is None:
+        scores, log_scale = _exp_scaled_scores(member.log_score, x, axes, mask)
+    else:
+        scores, log_scale = member.scaled_scores(x, axes)
+    if mask is not None:
+        scores = jnp.where(mask, scores, 0)
+    total = jnp.sum(scores, axes, keepdims=True)
+    return Normalization(scores, log_scale, jnp.where(total > 0, total, 1))
+
+
+def log_probabilities(
+    member: Member, x: jax.Array, axes: tuple[int, ...], mask: Optional[jax.Array]
 ) -> jax.Array:
-    """``log f(x)``, with -inf where ``mask`` is False."""
-    if mask is None:
-        return log_score(x)
-    return jnp.where(mask, log_score(jnp.where(mask, x, 0)), -jnp.inf)
-
-
-class ShiftedScores(NamedTuple):
-    """The normalization of a family member, with the scores divided by ``e^c``.
-
-    ``c`` is the (gradient-free) maximal log-score, so ``exp`` never overflows and, for
-    softmax, ``x - c`` is exact: ``log p_i = log_scores_i - log(total)`` and
-    ``p_i = exp(log_scores_i) / total``.
-    """
-
-    log_scores: jax.Array  # log f(x_i) - c; -inf where masked
-    total: jax.Array  # sum_j f(x_j) / e^c over the class axes (kept as size 1)
-
-
-def shifted_scores(
-    log_score: LogScore, x: jax.Array, axes: tuple[int, ...], mask: Optional[jax.Array]
-) -> ShiftedScores:
-    """Scores and their sum over ``axes``; a fully masked slice gets ``total = 1`` rather
-    than 0, so that its (masked) outputs have finite gradients."""
-    log_scores = masked_log_scores(log_score, x, mask)
-    shift = jnp.max(log_scores, axes, keepdims=True, where=mask, initial=-jnp.inf)
-    log_scores = log_scores - lax.stop_gradient(jnp.where(jnp.isfinite(shift), shift, 0))
-    total = jnp.sum(jnp.exp(log_scores), axes, keepdims=True)
-    return ShiftedScores(log_scores, jnp.where(total > 0, total, 1))
+    """``log p_i = (log f(x_i) - log C) - log(sum_j f(x_j) / C)``; -inf where masked."""
+    _, log_scale, total = normalization(member, x, axes, mask)
+    x_safe = x if mask is None else jnp.where(mask, x, 0)
+    log_probs = (member.log_score(x_safe) - log_scale) - jnp.log(total)
+    return log_probs if mask is None else jnp.where(mask, log_probs, -jnp.inf)
 
 
 def class_mask(
@@ -126,30 +191,29 @@ def class_mask(
     return _validation.boolean_mask(where, shape)
 
 
-def normalizer_scores(
-    log_score: LogScore, x: jax.typing.ArrayLike, axis: Axis, where
-) -> tuple[ShiftedScores, jnp.dtype]:
-    """Checks a normalizer's arguments; returns its shifted scores and the output dtype."""
+def _normalizer_arguments(x: jax.typing.ArrayLike, axis: Axis, where):
+    """Checks a normalizer's arguments: ``x`` in the compute dtype, the axes, the mask."""
     x = _validation.floating_array("x", x)
     axes = _validation.canonical_axes(axis, x.ndim)
     mask = None if where is None else _validation.boolean_mask(where, x.shape)
-    return shifted_scores(log_score, x.astype(compute_dtype(x.dtype)), axes, mask), x.dtype
+    return x.astype(compute_dtype(x.dtype)), axes, mask, x.dtype
 
 
-def log_normalize(log_score: LogScore, x: jax.typing.ArrayLike, axis: Axis, where) -> jax.Array:
-    """``log p_i = log f(x_i) - log sum_j f(x_j)``; -inf where masked."""
-    (log_scores, total), dtype = normalizer_scores(log_score, x, axis, where)
-    return (log_scores - jnp.log(total)).astype(dtype)
-
-
-def normalize(log_score: LogScore, x: jax.typing.ArrayLike, axis: Axis, where) -> jax.Array:
+def normalize(member: Member, x: jax.typing.ArrayLike, axis: Axis, where) -> jax.Array:
     """``p_i = f(x_i) / sum_j f(x_j)``; exactly 0 where masked."""
-    (log_scores, total), dtype = normalizer_scores(log_score, x, axis, where)
-    return (jnp.exp(log_scores) / total).astype(dtype)
+    x, axes, mask, dtype = _normalizer_arguments(x, axis, where)
+    scores, _, total = normalization(member, x, axes, mask)
+    return (scores / total).astype(dtype)
+
+
+def log_normalize(member: Member, x: jax.typing.ArrayLike, axis: Axis, where) -> jax.Array:
+    """``log p_i = log f(x_i) - log sum_j f(x_j)``; -inf where masked."""
+    x, axes, mask, dtype = _normalizer_arguments(x, axis, where)
+    return log_probabilities(member, x, axes, mask).astype(dtype)
 
 
 def cross_entropy(
-    log_score: LogScore,
+    member: Member,
     logits: jax.typing.ArrayLike,
     labels: jax.typing.ArrayLike,
     axis: Axis,
@@ -165,8 +229,7 @@ def cross_entropy(
     axes = _validation.canonical_axes(axis, logits.ndim)
     mask = class_mask(where, logits.shape, axes)
     dtype = compute_dtype(logits.dtype)
-    log_scores, total = shifted_scores(log_score, logits.astype(dtype), axes, mask)
-    log_probs = log_scores - jnp.log(total)
+    log_probs = log_probabilities(member, logits.astype(dtype), axes, mask)
     if mask is not None:
         log_probs = jnp.where(mask, log_probs, 0)
     return -jnp.sum(labels.astype(dtype) * log_probs, axes).astype(logits.dtype)
@@ -178,7 +241,7 @@ def cross_entropy(
 class IntegerLabelBatch(NamedTuple):
     """Logits with their class axes flattened last, and what is known about the labels."""
 
-    logits: jax.Array  # (..., D), in the compute dtype
+    logits: jax.Array  # (..., D), in the compute dtype; 0 where masked (double where)
     labels: jax.Array  # (...), a valid class index everywhere (0 where the label is invalid)
     mask: Optional[jax.Array]  # (..., D) or None
     label_is_valid: jax.Array  # (...): label in [0, D) and its class not masked
@@ -210,6 +273,7 @@ def integer_label_batch(
     safe_labels = jnp.where(label_is_valid, labels, 0)
     if mask is not None:
         mask = classes_last(mask)
+        flat_logits = jnp.where(mask, flat_logits, 0)
         label_is_valid &= take_target(mask, safe_labels)
     return IntegerLabelBatch(flat_logits, safe_labels, mask, label_is_valid, logits.dtype)
 
@@ -228,7 +292,7 @@ def finish_integer_label_loss(loss: jax.Array, batch: IntegerLabelBatch) -> jax.
 
 
 def integer_label_nll(
-    log_score: LogScore,
+    member: Member,
     logits: jax.typing.ArrayLike,
     labels: jax.typing.ArrayLike,
     axis: Axis,
@@ -241,6 +305,7 @@ def integer_label_nll(
     if margin is not None:
         class_index = lax.broadcasted_iota(batch.labels.dtype, x.shape, x.ndim - 1)
         x = x - jnp.where(class_index == batch.labels[..., None], jnp.asarray(margin, x.dtype), 0)
-    log_scores, total = shifted_scores(log_score, x, (x.ndim - 1,), batch.mask)
-    loss = jnp.log(total[..., 0]) - take_target(log_scores, batch.labels)
+    _, log_scale, total = normalization(member, x, (x.ndim - 1,), batch.mask)
+    target_log_score = member.log_score(take_target(x, batch.labels))
+    loss = (log_scale[..., 0] - target_log_score) + jnp.log(total[..., 0])
     return finish_integer_label_loss(loss, batch)

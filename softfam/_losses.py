@@ -43,7 +43,7 @@ def softmax_cross_entropy(
       >>> print(softfam.softmax_cross_entropy(logits, jnp.array([[1.0, 0.0], [1.0, 0.0]])))
       [0.693147 0.126928]
     """
-    return _family.cross_entropy(_family.exp_log_score, logits, labels, axis, where)
+    return _family.cross_entropy(_family.SOFTMAX, logits, labels, axis, where)
 
 
 def softmax_cross_entropy_with_integer_labels(
@@ -68,7 +68,7 @@ def softmax_cross_entropy_with_integer_labels(
       >>> print(softfam.softmax_cross_entropy_with_integer_labels(logits, jnp.array([1, 0])))
       [0.693147 0.126928]
     """
-    return _family.integer_label_nll(_family.exp_log_score, logits, labels, axis, where)
+    return _family.integer_label_nll(_family.SOFTMAX, logits, labels, axis, where)
 
 
 def soft_margin_softmax_cross_entropy_with_integer_labels(
@@ -105,7 +105,7 @@ def soft_margin_softmax_cross_entropy_with_integer_labels(
       Banerjee et al. 2020, arXiv 2011.11538.
     """
     return _family.integer_label_nll(
-        _family.exp_log_score, logits, labels, axis, where, margin=margin
+        _family.SOFTMAX, logits, labels, axis, where, margin=margin
     )
 
 

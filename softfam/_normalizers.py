@@ -29,7 +29,7 @@ def softmax(
       >>> softfam.softmax(jnp.array([1.0, 2.0, 3.0])).tolist()
       [0.090031, 0.244728, 0.665241]
     """
-    return _family.normalize(_family.exp_log_score, x, axis, where)
+    return _family.normalize(_family.SOFTMAX, x, axis, where)
 
 
 def log_softmax(
@@ -50,7 +50,7 @@ def log_softmax(
       >>> print(softfam.log_softmax(jnp.array([0.0, 0.0])))
       [-0.6931472 -0.6931472]
     """
-    return _family.log_normalize(_family.exp_log_score, x, axis, where)
+    return _family.log_normalize(_family.SOFTMAX, x, axis, where)
 
 
 def taylor_softmax(

@@ -38,7 +38,6 @@ def _statistics(batch: _family.IntegerLabelBatch) -> SphericalStatistics:
     if batch.mask is None:
         num_classes = jnp.full(x.shape[:-1], x.shape[-1], x.dtype)
     else:
-        x = jnp.where(batch.mask, x, 0)
         num_classes = jnp.sum(batch.mask, axis=-1).astype(x.dtype)
     return SphericalStatistics(
         _family.take_target(x, batch.labels), jnp.sum(x, -1), jnp.sum(x * x, -1), num_classes
@@ -145,7 +144,7 @@ def taylor_softmax_cross_entropy_from_statistics(
       de Brebisson & Vincent 2016, arXiv 1511.05042.
     """
     (o_c, s, q, d), dtype = _as_statistics(target_logit, logit_sum, logit_square_sum, num_classes)
-    return (jnp.log(d + s + q / 2) - _family.taylor_log_score(o_c, order=2)).astype(dtype)
+    return (jnp.log(d + s + q / 2) - _family.taylor(2).log_score(o_c)).astype(dtype)
 
 
 def spherical_softmax_cross_entropy_from_statistics(
@@ -183,7 +182,7 @@ def spherical_softmax_cross_entropy_from_statistics(
     _validation.positive("epsilon", epsilon)
     (o_c, _, q, d), dtype = _as_statistics(target_logit, logit_sum, logit_square_sum, num_classes)
     eps = jnp.asarray(epsilon, o_c.dtype)
-    return (jnp.log(q + d * eps) - _family.spherical_log_score(o_c, epsilon=eps)).astype(dtype)
+    return (jnp.log(q + d * eps) - _family.spherical(epsilon).log_score(o_c)).astype(dtype)
 
 
 def squared_error_from_statistics(
