@@ -3,7 +3,8 @@
 Baselines measured in the same run: ``x * 1.0`` (an elementwise copy, the memory-bandwidth
 limit), ``jax.nn.softmax`` and ``optax.losses.softmax_cross_entropy_with_integer_labels``.
 Each timing is the best of several repeats of a jitted call (inputs already on the device,
-result blocked on), which is the least noisy estimate on a shared machine.
+result blocked on), the functions taking turns in every repeat: the least noisy estimate on
+a shared machine.
 
 Command: ``python -m experiments benchmark normalizers`` (about 3 minutes on 2 CPU cores);
 writes ``results/benchmarks/normalizers.md``.
@@ -64,7 +65,7 @@ LOSSES = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the Markdown table to write")
-    parser.add_argument("--repeats", type=int, default=7, help="repeats per timing (the best is kept)")
+    parser.add_argument("--repeats", type=int, default=15, help="repeats per timing (the best is kept)")
     parser.add_argument("--min-time", type=float, default=0.05, help="seconds per repeat, at least")
     parser.add_argument(
         "--shapes", type=str, default=",".join(f"{b}x{d}" for b, d in SHAPES),
@@ -72,25 +73,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def best_seconds(fn, args, repeats: int, min_time: float) -> float:
-    """The best time per call of ``fn(*args)`` over ``repeats`` repeats of a calibrated loop."""
-    jax.block_until_ready(fn(*args))  # compile
+def calls_per_timing(fn, args, min_time: float) -> int:
+    """Compiles ``fn`` and returns how many back-to-back calls take at least ``min_time``."""
+    jax.block_until_ready(fn(*args))
     calls = 1
-    while True:
-        start = time.perf_counter()
-        for _ in range(calls):
-            out = fn(*args)
-        jax.block_until_ready(out)
-        if time.perf_counter() - start >= min_time:
-            break
+    while timed(fn, args, calls) * calls < min_time:
         calls *= 2
-    best = float("inf")
+    return calls
+
+
+def timed(fn, args, calls: int) -> float:
+    """Seconds per call of ``calls`` back-to-back calls, blocked on the last result."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        out = fn(*args)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / calls
+
+
+def best_seconds(fns: dict, args, repeats: int, min_time: float) -> dict:
+    """The best time per call of each function; the functions take turns in every repeat, so
+    that a slow spell of the machine hits them all alike."""
+    calls = {name: calls_per_timing(fn, args, min_time) for name, fn in fns.items()}
+    best = dict.fromkeys(fns, float("inf"))
     for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            out = fn(*args)
-        jax.block_until_ready(out)
-        best = min(best, (time.perf_counter() - start) / calls)
+        for name, fn in fns.items():
+            best[name] = min(best[name], timed(fn, args, calls[name]))
     return best
 
 
@@ -105,14 +113,14 @@ def measure(shapes, repeats, min_time, log=print):
         x = jax.random.normal(key_x, (batch, classes), jnp.float32)
         y = jax.random.randint(key_y, (batch,), 0, classes)
         traffic = 2 * x.size * x.dtype.itemsize  # read x, write the output
-        for name, fn in FORWARD.items():
-            seconds = best_seconds(jax.jit(fn), (x,), repeats, min_time)
-            rows.append(("forward", (batch, classes), name, seconds, traffic / seconds / 1e9))
-            log(f"{batch}x{classes} forward {name}: {seconds * 1e3:.3f} ms")
-        for name, loss in LOSSES.items():
-            seconds = best_seconds(loss_value_and_grad(loss), (x, y), repeats, min_time)
-            rows.append(("value_and_grad", (batch, classes), name, seconds, traffic / seconds / 1e9))
-            log(f"{batch}x{classes} value_and_grad {name}: {seconds * 1e3:.3f} ms")
+        forward = best_seconds({n: jax.jit(f) for n, f in FORWARD.items()}, (x,), repeats, min_time)
+        losses = best_seconds(
+            {n: loss_value_and_grad(f) for n, f in LOSSES.items()}, (x, y), repeats, min_time
+        )
+        for kind, times in (("forward", forward), ("value_and_grad", losses)):
+            for name, seconds in times.items():
+                rows.append((kind, (batch, classes), name, seconds, traffic / seconds / 1e9))
+                log(f"{batch}x{classes} {kind} {name}: {seconds * 1e3:.3f} ms")
     return rows
 
 

@@ -14,8 +14,9 @@ gradient.
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -42,10 +43,15 @@ class ScaledScores(NamedTuple):
 
 
 class Member(NamedTuple):
-    """A normalizer of the family."""
+    """A normalizer of the family: its log-score, and optionally two faster ways to its scores.
 
-    log_score: Callable[[jax.Array], jax.Array]  # log f(x), elementwise
-    # (x, axes) -> ScaledScores; None derives them from log_score (one exp per element).
+    Without ``score`` and ``scaled_scores`` the scores are ``exp(log f(x) - max log f)``, one
+    exp per element (softmax). With them, the scores are ``f(x)`` itself, no transcendental at
+    all, unless some sum overflows; then ``scaled_scores`` are used, which never overflow.
+    """
+
+    log_score: Callable[[jax.Array], jax.Array]  # log f(x), elementwise, any finite x
+    score: Optional[Callable[[jax.Array], jax.Array]] = None  # f(x); may overflow
     scaled_scores: Optional[Callable[[jax.Array, tuple[int, ...]], ScaledScores]] = None
 
 
@@ -99,11 +105,14 @@ def taylor(order: int) -> Member:
         k, b = _power_of_two(x)
         return (order * math.log(2)) * k + jnp.log(_taylor_polynomial_scaled(x * b, b, order))
 
+    def score(x):
+        return _taylor_polynomial_scaled(x, jnp.ones_like(x), order)
+
     def scaled_scores(x, axes):
         k, b = _row_power_of_two(x, axes)
         return ScaledScores(_taylor_polynomial_scaled(x * b, b, order), (order * math.log(2)) * k)
 
-    return Member(log_score, scaled_scores)
+    return Member(log_score, score, scaled_scores)
 
 
 def spherical(epsilon: jax.typing.ArrayLike) -> Member:
@@ -122,61 +131,126 @@ def spherical(epsilon: jax.typing.ArrayLike) -> Member:
         scores, log_scale = scaled(x, *_power_of_two(x))
         return log_scale + jnp.log(scores)
 
+    def score(x):
+        return x * x + jnp.asarray(epsilon, x.dtype)
+
     def scaled_scores(x, axes):
         return ScaledScores(*scaled(x, *_row_power_of_two(x, axes)))
 
-    return Member(log_score, scaled_scores)
+    return Member(log_score, score, scaled_scores)
 
 
 # --- The shared path. ------------------------------------------------------------------------
 
 
-def _exp_scaled_scores(
-    log_score: Callable[[jax.Array], jax.Array],
-    x: jax.Array,
-    axes: tuple[int, ...],
-    mask: Optional[jax.Array],
-) -> ScaledScores:
-    """``exp(log f(x) - c)`` with ``c`` the slice's largest unmasked log-score."""
-    log_scores = log_score(x)
-    if mask is not None:  # exp(-inf) = 0: no overflow, even in the gradient
-        log_scores = jnp.where(mask, log_scores, -jnp.inf)
+def _masked_log_scores(member: Member, x: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
+    """``log f(x)``, -inf where masked (so that ``exp`` of it is 0, even in the gradient)."""
+    log_scores = member.log_score(x)
+    return log_scores if mask is None else jnp.where(mask, log_scores, -jnp.inf)
+
+
+def _max_log_score(
+    member: Member, x: jax.Array, axes: tuple[int, ...], mask: Optional[jax.Array]
+) -> jax.Array:
+    """The slice's largest unmasked log-score, gradient-free; 0 for a fully masked slice."""
+    log_scores = _masked_log_scores(member, x, mask)
+    if mask is None:
+        return lax.stop_gradient(jnp.max(log_scores, axes, keepdims=True))
     shift = jnp.max(log_scores, axes, keepdims=True, initial=-jnp.inf)
-    shift = lax.stop_gradient(jnp.where(jnp.isfinite(shift), shift, 0))
-    return ScaledScores(jnp.exp(log_scores - shift), shift)
+    return lax.stop_gradient(jnp.where(jnp.isfinite(shift), shift, 0))
 
 
 class Normalization(NamedTuple):
-    """A member's normalization over the class axes (all kept as size 1 but ``scores``)."""
+    """A member's normalization over the class axes (all kept as size 1 but the scores)."""
 
     scores: jax.Array  # f(x_i) / C; exactly 0 where masked
+    slopes: Optional[jax.Array]  # f'(x_i) / C where asked for; exactly 0 where masked
     log_scale: jax.Array  # log C, gradient-free
     total: jax.Array  # sum_j f(x_j) / C; 1 for a fully masked slice (finite gradients)
 
 
-def normalization(
-    member: Member, x: jax.Array, axes: tuple[int, ...], mask: Optional[jax.Array]
-) -> Normalization:
-    """The scaled scores of ``x`` (in the compute dtype) and their sum over ``axes``."""
+def normalized(
+    member: Member,
+    x: jax.Array,
+    axes: tuple[int, ...],
+    mask: Optional[jax.Array],
+    finish: Callable[[Normalization], Any],
+    with_slopes: bool = False,
+) -> Any:
+    """``finish`` applied to the normalization of ``x`` (in the compute dtype) over ``axes``.
+
+    For a member with a direct ``score``, ``sum_j f(x_j)`` is computed first; if it is finite
+    for every slice, ``finish`` sees the unscaled scores (two passes over x, no transcendental),
+    otherwise the scaled ones. ``finish`` runs inside both branches of the ``lax.cond`` so
+    that the scores are recomputed there rather than stored.
+    """
     if mask is not None:
         x = jnp.where(mask, x, 0)
-    if member.scaled_scores is None:
-        scores, log_scale = _exp_scaled_scores(member.log_score, x, axes, mask)
-    else:
-        scores, log_scale = member.scaled_scores(x, axes)
-    if mask is not None:
-        scores = jnp.where(mask, scores, 0)
-    total = jnp.sum(scores, axes, keepdims=True)
-    return Normalization(scores, log_scale, jnp.where(total > 0, total, 1))
+
+    def normalization(scores_of, x, log_scale, total=None):
+        if with_slopes:
+            scores, slopes = jax.jvp(scores_of, (x,), (jnp.ones_like(x),))
+        else:
+            scores, slopes = scores_of(x), None
+        if mask is not None:
+            scores = jnp.where(mask, scores, 0)
+            slopes = None if slopes is None else jnp.where(mask, slopes, 0)
+        if total is None:
+            total = jnp.sum(scores, axes, keepdims=True)
+        if mask is not None:
+            total = jnp.where(total > 0, total, 1)
+        return finish(Normalization(scores, slopes, log_scale, total))
+
+    if member.score is None:
+        shift = _max_log_score(member, x, axes, mask)
+        return normalization(lambda x: jnp.exp(_masked_log_scores(member, x, mask) - shift), x, shift)
+    scores = member.score(x)
+    total = jnp.sum(scores if mask is None else jnp.where(mask, scores, 0), axes, keepdims=True)
+
+    def unscaled(x, total):
+        return normalization(member.score, x, jnp.zeros_like(total), total)
+
+    def scaled(x, total):
+        log_scale = member.scaled_scores(x, axes).log_scale
+        return normalization(lambda x: member.scaled_scores(x, axes).scores, x, log_scale)
+
+    return lax.cond(jnp.all(jnp.isfinite(total)), unscaled, scaled, x, total)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _log_normalizer(member: Member, axes: tuple[int, ...], x: jax.Array, mask) -> jax.Array:
+    return normalized(member, x, axes, mask, lambda n: n.log_scale + jnp.log(n.total))
+
+
+@_log_normalizer.defjvp
+def _log_normalizer_jvp(member, axes, primals, tangents):
+    x, mask = primals
+    value, weights = normalized(
+        member, x, axes, mask,
+        lambda n: (n.log_scale + jnp.log(n.total), n.slopes / n.total),
+        with_slopes=True,
+    )
+    return value, jnp.sum(weights * tangents[0], axes, keepdims=True)
+
+
+def log_normalizer(
+    member: Member, x: jax.Array, axes: tuple[int, ...], mask: Optional[jax.Array]
+) -> jax.Array:
+    """``log sum_j f(x_j)`` over ``axes`` (kept as size 1); 0 for a fully masked slice.
+
+    Its derivative ``f'(x_i) / sum_j f(x_j)`` is given directly (``custom_jvp``), computed
+    with the scores in one ``normalized`` call: reverse mode then stores that one array, not
+    the residuals of both branches of the ``lax.cond``.
+    """
+    return _log_normalizer(member, axes, x, mask)
 
 
 def log_probabilities(
     member: Member, x: jax.Array, axes: tuple[int, ...], mask: Optional[jax.Array]
 ) -> jax.Array:
-    """``log p_i = (log f(x_i) - log C) - log(sum_j f(x_j) / C)``; -inf where masked."""
-    _, log_scale, total = normalization(member, x, axes, mask)
+    """``log p_i = log f(x_i) - log sum_j f(x_j)``; -inf where masked."""
     x_safe = x if mask is None else jnp.where(mask, x, 0)
-    log_probs = (member.log_score(x_safe) - log_scale) - jnp.log(total)
+    log_probs = member.log_score(x_safe) - log_normalizer(member, x, axes, mask)
     return log_probs if mask is None else jnp.where(mask, log_probs, -jnp.inf)
 
 
@@ -202,8 +276,8 @@ def _normalizer_arguments(x: jax.typing.ArrayLike, axis: Axis, where):
 def normalize(member: Member, x: jax.typing.ArrayLike, axis: Axis, where) -> jax.Array:
     """``p_i = f(x_i) / sum_j f(x_j)``; exactly 0 where masked."""
     x, axes, mask, dtype = _normalizer_arguments(x, axis, where)
-    scores, _, total = normalization(member, x, axes, mask)
-    return (scores / total).astype(dtype)
+    probs = normalized(member, x, axes, mask, lambda n: n.scores * (1 / n.total))
+    return probs.astype(dtype)
 
 
 def log_normalize(member: Member, x: jax.typing.ArrayLike, axis: Axis, where) -> jax.Array:
@@ -302,10 +376,12 @@ def integer_label_nll(
     """``log sum_j f(x_j) - log f(x_c)``, with ``x_c - margin`` in place of ``x_c`` if given."""
     batch = integer_label_batch(logits, labels, axis, where)
     x = batch.logits
-    if margin is not None:
-        class_index = lax.broadcasted_iota(batch.labels.dtype, x.shape, x.ndim - 1)
-        x = x - jnp.where(class_index == batch.labels[..., None], jnp.asarray(margin, x.dtype), 0)
-    _, log_scale, total = normalization(member, x, (x.ndim - 1,), batch.mask)
-    target_log_score = member.log_score(take_target(x, batch.labels))
-    loss = (log_scale[..., 0] - target_log_score) + jnp.log(total[..., 0])
-    return finish_integer_label_loss(loss, batch)
+    log_z = log_normalizer(member, x, (x.ndim - 1,), batch.mask)[..., 0]
+    target = take_target(x, batch.labels)
+    if margin is None:
+        return finish_integer_label_loss(log_z - member.log_score(target), batch)
+    # f(x_c - m) in place of f(x_c): the normalizer becomes Z (1 - p_c + p_cm).
+    margin_log_score = member.log_score(target - jnp.asarray(margin, x.dtype))
+    others = jnp.maximum(1 - jnp.exp(member.log_score(target) - log_z), 0)
+    log_z = log_z + jnp.log(others + jnp.exp(margin_log_score - log_z))
+    return finish_integer_label_loss(log_z - margin_log_score, batch)
