@@ -99,7 +99,7 @@ def soft_margin_softmax_cross_entropy_with_integer_labels(
       >>> # logits [log 2, 0] with margin log 2: p_0 = 1/2
       >>> print(softfam.soft_margin_softmax_cross_entropy_with_integer_labels(
       ...     jnp.array([0.6931472, 0.0]), jnp.array(0), margin=0.6931472))
-      0.6931472
+      0.693147
 
     References:
       Banerjee et al. 2020, arXiv 2011.11538.
@@ -211,7 +211,7 @@ def soft_margin_taylor_softmax_cross_entropy_with_integer_labels(
       >>> # T_2(1 - 1) = 1 beside T_2(0) = 1: p_1 = 1/2
       >>> print(softfam.soft_margin_taylor_softmax_cross_entropy_with_integer_labels(
       ...     jnp.array([0.0, 1.0]), jnp.array(1), margin=1.0))
-      0.6931472
+      0.693147
 
     References:
       Banerjee et al. 2020, arXiv 2011.11538.

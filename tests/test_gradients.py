@@ -23,28 +23,25 @@ def data(seed=0, batch=3, num_classes=5):
     return logits, labels, mask
 
 
-@pytest.mark.parametrize("name", NORMALIZERS)
-@pytest.mark.parametrize("use_mask", [False, True])
-def test_normalizer_gradients_of_second_order(name, use_mask, x64):
+@pytest.mark.parametrize("name", ["softmax", "taylor2", "spherical"])  # taylor6 differs only in order
+def test_normalizer_gradients_of_second_order(name, x64):
+    """With a partial mask: masked and unmasked entries are both exercised."""
     normalize, log_normalize, kwargs, _ = NORMALIZERS[name]
     logits, _, mask = data()
-    where = mask if use_mask else None
     weights = np.random.default_rng(1).normal(size=logits.shape)
 
     def weighted(f):  # a scalar that sees every unmasked output
-        return lambda x: jnp.sum(jnp.where(mask if use_mask else True, f(x, where=where, **kwargs), 0) * weights)
+        return lambda x: jnp.sum(jnp.where(mask, f(x, where=mask, **kwargs), 0) * weights)
 
-    check_grads(weighted(normalize), (logits,), order=2, modes=("fwd", "rev"))
-    check_grads(weighted(log_normalize), (logits,), order=2, modes=("fwd", "rev"))
+    check_grads(jax.jit(weighted(normalize)), (logits,), order=2, modes=("fwd", "rev"))
+    check_grads(jax.jit(weighted(log_normalize)), (logits,), order=2, modes=("fwd", "rev"))
 
 
 @pytest.mark.parametrize("name", INTEGER_LABEL_LOSSES)
-@pytest.mark.parametrize("use_mask", [False, True])
-def test_integer_label_loss_gradients_of_second_order(name, use_mask, x64):
+def test_integer_label_loss_gradients_of_second_order(name, x64):
     loss, kwargs, _ = INTEGER_LABEL_LOSSES[name]
     logits, labels, mask = data(seed=2)
-    where = mask if use_mask else None
-    check_grads(lambda x: loss(x, labels, where=where, **kwargs), (logits,), order=2, modes=("fwd", "rev"))
+    check_grads(jax.jit(lambda x: loss(x, labels, where=mask, **kwargs)), (logits,), order=2, modes=("fwd", "rev"))
 
 
 @pytest.mark.parametrize("name", PROBABILITY_LABEL_LOSSES)
@@ -52,7 +49,7 @@ def test_probability_label_loss_gradients_of_second_order(name, x64):
     loss, kwargs, _, _ = PROBABILITY_LABEL_LOSSES[name]
     logits, _, mask = data(seed=3)
     labels = np.random.default_rng(4).dirichlet(np.ones(5), 3)
-    check_grads(lambda x, y: loss(x, y, where=mask, **kwargs), (logits, labels), order=2, modes=("fwd", "rev"))
+    check_grads(jax.jit(lambda x, y: loss(x, y, where=mask, **kwargs)), (logits, labels), order=2, modes=("fwd", "rev"))
 
 
 @pytest.mark.parametrize("name", FROM_STATISTICS)
@@ -60,7 +57,7 @@ def test_losses_on_statistics_gradients_of_second_order(name, x64):
     on_statistics, kwargs = FROM_STATISTICS[name]
     logits, labels, _ = data(seed=5)
     stats = tuple(np.asarray(v) for v in softfam.spherical_statistics(logits, labels))
-    check_grads(lambda *s: on_statistics(*s, **kwargs), stats[:3] + (np.full(3, 5.0),), order=2,
+    check_grads(jax.jit(lambda *s: on_statistics(*s, **kwargs)), stats[:3] + (np.full(3, 5.0),), order=2,
                 modes=("fwd", "rev"))
 
 
@@ -83,7 +80,7 @@ def test_log_taylor_gradient_is_bounded_by_one(x64):
         log_probs = softfam.log_taylor_softmax(pair)
         return log_probs[0] - log_probs[1]
 
-    grads = jax.vmap(jax.grad(log_taylor))(pairs)[:, 0]
+    grads = jax.jit(jax.vmap(jax.grad(log_taylor)))(pairs)[:, 0]
     u = 1 + x
     np.testing.assert_allclose(grads, 2 * u / (u * u + 1), rtol=1e-9, atol=1e-12)
     assert np.abs(grads).max() <= 1 + 1e-12

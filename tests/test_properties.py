@@ -1,6 +1,9 @@
 """Properties over random inputs (hypothesis): what the math says holds, and, as fixed
 examples, the invariances that do not hold."""
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 from hypothesis import given, settings
@@ -10,6 +13,11 @@ from hypothesis.extra import numpy as hnp
 import softfam
 from tests import reference as ref
 from tests.test_normalizers import NORMALIZERS
+
+JITTED = {  # jitted once: hypothesis then compiles once per shape, not once per operation
+    name: (jax.jit(functools.partial(normalize, **kwargs)), jax.jit(functools.partial(log_normalize, **kwargs)))
+    for name, (normalize, log_normalize, kwargs, _) in NORMALIZERS.items()
+}
 
 settings.register_profile("softfam", max_examples=40, deadline=None)
 settings.load_profile("softfam")
@@ -24,11 +32,11 @@ def vectors(low=-50.0, high=50.0, min_size=1, max_size=12):
 
 @given(vectors(), st.sampled_from(sorted(NORMALIZERS)))
 def test_probabilities_lie_in_the_unit_interval_and_sum_to_one(x, name):
-    normalize, log_normalize, kwargs, _ = NORMALIZERS[name]
-    probs = np.asarray(normalize(x, **kwargs))
+    normalize, log_normalize = JITTED[name]
+    probs = np.asarray(normalize(x))
     assert np.all((probs >= 0) & (probs <= 1))
     np.testing.assert_allclose(probs.sum(), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(np.exp(np.asarray(log_normalize(x, **kwargs), np.float64)), probs, rtol=1e-5, atol=1e-30)
+    np.testing.assert_allclose(np.exp(np.asarray(log_normalize(x), np.float64)), probs, rtol=1e-5, atol=1e-30)
 
 
 @given(vectors(), st.floats(-100, 100, width=32))
@@ -48,7 +56,7 @@ def test_softmax_preserves_order(x):
 @given(vectors(low=-1.0, high=20.0, min_size=2), st.sampled_from([2, 4, 6]))
 def test_taylor_softmax_preserves_order_for_inputs_above_minus_one(x, order):
     """T_n is increasing right of its minimum, which lies at or left of -1."""
-    probs = np.asarray(softfam.taylor_softmax(x, order=order))
+    probs = np.asarray(jax.jit(functools.partial(softfam.taylor_softmax, order=order))(x))
     i, j = np.nonzero(x[:, None] < x[None, :])
     assert np.all(probs[i] <= probs[j])
 
@@ -56,14 +64,15 @@ def test_taylor_softmax_preserves_order_for_inputs_above_minus_one(x, order):
 @given(vectors(), st.data())
 def test_spherical_softmax_ignores_signs(x, data):
     signs = data.draw(hnp.arrays(np.float32, x.shape, elements=st.sampled_from([-1.0, 1.0])))
-    np.testing.assert_array_equal(softfam.spherical_softmax(x * signs), softfam.spherical_softmax(x))
+    spherical_softmax = JITTED["spherical"][0]
+    np.testing.assert_array_equal(spherical_softmax(x * signs), spherical_softmax(x))
 
 
 @given(vectors(low=0.125, high=8.0), st.floats(0.125, 8.0))
 def test_spherical_softmax_is_scale_invariant_as_epsilon_vanishes(x, scale):
+    spherical_softmax = jax.jit(functools.partial(softfam.spherical_softmax, epsilon=1e-10))
     np.testing.assert_allclose(
-        softfam.spherical_softmax(x * np.float32(scale), epsilon=1e-10),
-        softfam.spherical_softmax(x, epsilon=1e-10), rtol=1e-4, atol=1e-7,
+        spherical_softmax(x * np.float32(scale)), spherical_softmax(x), rtol=1e-4, atol=1e-7
     )
 
 
