@@ -14,7 +14,9 @@ def main(argv=None) -> int:
     benchmark_normalizers.add_arguments(
         bench_targets.add_parser("normalizers", help=benchmark_normalizers.__doc__.splitlines()[0])
     )
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    args.command_line = " ".join(["python -m experiments", *argv])
     if args.command == "benchmark" and args.target == "normalizers":
         benchmark_normalizers.run(args)
     return 0

@@ -167,7 +167,5 @@ def render(rows, command: str) -> str:
 def run(args: argparse.Namespace) -> None:
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     rows = measure(shapes, args.repeats, args.min_time, log=lambda m: print(m, file=sys.stderr, flush=True))
-    command = "python -m experiments benchmark normalizers " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 \
-        else "python -m experiments benchmark normalizers"
-    write_text_atomically(args.output, render(rows, command.strip()) + "\n")
+    write_text_atomically(args.output, render(rows, args.command_line) + "\n")
     print(f"wrote {args.output}", file=sys.stderr)

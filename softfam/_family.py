@@ -1,10 +1,10 @@
 """The normalizer family ``p_i = f(x_i) / sum_j f(x_j)``, written once.
 
-A member is its log-score ``log f(x)``, computed stably in log space for any finite x, and
-optionally a faster way to compute its scores divided by a per-slice constant (by default
-``exp(log f(x) - max log f)``). Everything else is shared: the normalizer, probabilities,
-log-probabilities, masking, axis handling, the dtype policy and the negative log-likelihood
-``log sum_j f(x_j) - log f(x_c)``.
+A member is its log-score ``log f(x)``, computed stably in log space for any finite x; a
+member may add its score ``f(x)`` and scores divided by a per-slice power of two, which are
+faster (no transcendental per element). Everything else is shared (``normalized``): the
+normalizer, probabilities, log-probabilities, masking, axis handling, the dtype policy, the
+derivative of the log-normalizer and the negative log-likelihood ``log sum_j f(x_j) - log f(x_c)``.
 
 Dtype policy: inputs of any floating dtype; work in at least float32; return the input dtype.
 Masking uses the "double where": masked inputs are replaced by 0 before any score is computed
@@ -164,6 +164,7 @@ class Normalization(NamedTuple):
     """A member's normalization over the class axes (all kept as size 1 but the scores)."""
 
     scores: jax.Array  # f(x_i) / C; exactly 0 where masked
+    log_scores: jax.Array  # log f(x_i) - log C; -inf where masked (unused ones cost nothing)
     slopes: Optional[jax.Array]  # f'(x_i) / C where asked for; exactly 0 where masked
     log_scale: jax.Array  # log C, gradient-free
     total: jax.Array  # sum_j f(x_j) / C; 1 for a fully masked slice (finite gradients)
@@ -187,32 +188,41 @@ def normalized(
     if mask is not None:
         x = jnp.where(mask, x, 0)
 
-    def normalization(scores_of, x, log_scale, total=None):
+    def normalization(scores_of, log_scores, x, log_scale, total=None):
         if with_slopes:
             scores, slopes = jax.jvp(scores_of, (x,), (jnp.ones_like(x),))
         else:
             scores, slopes = scores_of(x), None
         if mask is not None:
             scores = jnp.where(mask, scores, 0)
+            log_scores = jnp.where(mask, log_scores, -jnp.inf)
             slopes = None if slopes is None else jnp.where(mask, slopes, 0)
         if total is None:
             total = jnp.sum(scores, axes, keepdims=True)
         if mask is not None:
             total = jnp.where(total > 0, total, 1)
-        return finish(Normalization(scores, slopes, log_scale, total))
+        return finish(Normalization(scores, log_scores, slopes, log_scale, total))
 
     if member.score is None:
         shift = _max_log_score(member, x, axes, mask)
-        return normalization(lambda x: jnp.exp(_masked_log_scores(member, x, mask) - shift), x, shift)
+        return normalization(
+            lambda x: jnp.exp(_masked_log_scores(member, x, mask) - shift),
+            member.log_score(x) - shift, x, shift,
+        )
     scores = member.score(x)
     total = jnp.sum(scores if mask is None else jnp.where(mask, scores, 0), axes, keepdims=True)
 
-    def unscaled(x, total):
-        return normalization(member.score, x, jnp.zeros_like(total), total)
+    def unscaled(x, total):  # f(x) >= its positive minimum: its log is safe
+        return normalization(
+            member.score, jnp.log(member.score(x)), x, jnp.zeros_like(total), total
+        )
 
     def scaled(x, total):
         log_scale = member.scaled_scores(x, axes).log_scale
-        return normalization(lambda x: member.scaled_scores(x, axes).scores, x, log_scale)
+        return normalization(
+            lambda x: member.scaled_scores(x, axes).scores,
+            member.log_score(x) - log_scale, x, log_scale,
+        )
 
     return lax.cond(jnp.all(jnp.isfinite(total)), unscaled, scaled, x, total)
 
@@ -248,7 +258,8 @@ def log_normalizer(
 def log_probabilities(
     member: Member, x: jax.Array, axes: tuple[int, ...], mask: Optional[jax.Array]
 ) -> jax.Array:
-    """``log p_i = log f(x_i) - log sum_j f(x_j)``; -inf where masked."""
+    """``log p_i = log f(x_i) - log sum_j f(x_j)``; -inf where masked. For losses: its
+    gradient is cheap (see ``log_normalizer``)."""
     x_safe = x if mask is None else jnp.where(mask, x, 0)
     log_probs = member.log_score(x_safe) - log_normalizer(member, x, axes, mask)
     return log_probs if mask is None else jnp.where(mask, log_probs, -jnp.inf)
@@ -281,9 +292,11 @@ def normalize(member: Member, x: jax.typing.ArrayLike, axis: Axis, where) -> jax
 
 
 def log_normalize(member: Member, x: jax.typing.ArrayLike, axis: Axis, where) -> jax.Array:
-    """``log p_i = log f(x_i) - log sum_j f(x_j)``; -inf where masked."""
+    """``log p_i = log f(x_i) - log sum_j f(x_j)``; -inf where masked. Inside ``normalized``:
+    the fastest forward pass (``log f`` of the unscaled scores where they are used)."""
     x, axes, mask, dtype = _normalizer_arguments(x, axis, where)
-    return log_probabilities(member, x, axes, mask).astype(dtype)
+    log_probs = normalized(member, x, axes, mask, lambda n: n.log_scores - jnp.log(n.total))
+    return log_probs.astype(dtype)
 
 
 def cross_entropy(

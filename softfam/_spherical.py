@@ -179,10 +179,9 @@ def spherical_softmax_cross_entropy_from_statistics(
     References:
       de Brebisson & Vincent 2016, arXiv 1511.05042.
     """
-    _validation.positive("epsilon", epsilon)
     (o_c, _, q, d), dtype = _as_statistics(target_logit, logit_sum, logit_square_sum, num_classes)
-    eps = jnp.asarray(epsilon, o_c.dtype)
-    return (jnp.log(q + d * eps) - _family.spherical(epsilon).log_score(o_c)).astype(dtype)
+    target_log_score = _family.spherical(epsilon).log_score(o_c)  # checks epsilon > 0
+    return (jnp.log(q + d * jnp.asarray(epsilon, o_c.dtype)) - target_log_score).astype(dtype)
 
 
 def squared_error_from_statistics(
