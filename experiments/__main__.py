@@ -1,14 +1,37 @@
-"""The one entry point: ``python -m experiments <command> ...``."""
+"""The one entry point: ``python -m experiments <command> ...``.
+
+  list                          the experiments and what each writes
+  run <experiment>              tune and train every loss, then write the table and plots
+  tables <experiment>           regenerate the table and plots from the run directories
+  benchmark normalizers         time the normalizers and losses against their baselines
+"""
 
 import argparse
 import sys
+from pathlib import Path
 
-from experiments import benchmark_normalizers
+from experiments import benchmark_normalizers, configs
+
+
+def _output(args) -> Path:
+    return args.output if args.output is not None else Path("results") / args.experiment
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="list the experiments")
+    run = commands.add_parser("run", help="run an experiment (resumes where it stopped)")
+    tables = commands.add_parser("tables", help="regenerate an experiment's table and plots")
+    for sub in (run, tables):
+        sub.add_argument("experiment", choices=sorted(configs.CONFIGS))
+        sub.add_argument("--output", type=Path, help="its directory (default results/<experiment>)")
+    run.add_argument("--data-dir", type=Path, help="where dataset files are (before $SOFTFAM_DATA)")
+    run.add_argument("--distributed", action="store_true",
+                     help="call jax.distributed.initialize() first (multi-host runs)")
     bench = commands.add_parser("benchmark", help="time softfam against its baselines")
     bench_targets = bench.add_subparsers(dest="target", required=True)
     benchmark_normalizers.add_arguments(
@@ -17,7 +40,30 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     args.command_line = " ".join(["python -m experiments", *argv])
-    if args.command == "benchmark" and args.target == "normalizers":
+
+    if args.command == "list":
+        for name, get_config in configs.CONFIGS.items():
+            print(f"{name}\n    {get_config.__doc__.strip()}\n")
+    elif args.command == "run":
+        from experiments import comparison, data, tables
+
+        if args.distributed:
+            import jax
+
+            jax.distributed.initialize()
+        config = configs.get(args.experiment)
+        try:
+            dataset = data.load(config.dataset, args.data_dir)
+        except data.DataError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        comparison.run(config, _output(args), dataset)
+        print(tables.write(_output(args)))
+    elif args.command == "tables":
+        from experiments import tables
+
+        print(tables.write(_output(args)))
+    elif args.command == "benchmark" and args.target == "normalizers":
         benchmark_normalizers.run(args)
     return 0
 

@@ -1,0 +1,82 @@
+"""The losses an experiment can train with, by name, and the probabilities each is judged by.
+
+Every entry pairs a training loss (softfam, one value per example) with the normalizer that
+turns the model's outputs into class probabilities for evaluation (NLL, ECE, Brier score):
+the loss's own normalizer; the plain one for the soft-margin losses (the margin is applied in
+training only); softmax for the Z-loss, whose paper scores the outputs without a normalizer
+of its own. Squared error defines no distribution: it is judged on its error rate only.
+
+A loss's keyword hyperparameter (``epsilon``, ``margin``) is tuned from its ``grid``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import jax
+
+import softfam
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A training loss ``loss(logits, labels, **hyper) -> per-example loss`` and its evaluation
+    normalizer ``log_probabilities(logits, **hyper)`` (None when the loss defines no
+    distribution)."""
+
+    loss: Callable[..., jax.Array]
+    log_probabilities: Optional[Callable[..., jax.Array]]
+    grid: dict[str, tuple[float, ...]] = field(default_factory=dict)  # tuned hyperparameters
+
+    def bind(self, hyper: dict[str, float]) -> tuple[Callable, Optional[Callable]]:
+        """``(loss, log_probabilities)`` with the hyperparameters fixed; the log-probabilities
+        ignore the training-only ``margin``."""
+        shared = {k: v for k, v in hyper.items() if k != "margin"}
+        log_probabilities = None if self.log_probabilities is None else (
+            lambda logits: self.log_probabilities(logits, **shared)
+        )
+        return (lambda logits, labels: self.loss(logits, labels, **hyper)), log_probabilities
+
+
+def _with(fn: Callable, **fixed) -> Callable:
+    return lambda *args, **kwargs: fn(*args, **fixed, **kwargs)
+
+
+MARGINS = (0.3, 0.6, 1.0)  # around Banerjee et al.'s default 0.6
+
+LOSSES: dict[str, Loss] = {
+    "log-softmax": Loss(softfam.softmax_cross_entropy_with_integer_labels, softfam.log_softmax),
+    "log-taylor-2": Loss(
+        _with(softfam.taylor_softmax_cross_entropy_with_integer_labels, order=2),
+        _with(softfam.log_taylor_softmax, order=2),
+    ),
+    "log-taylor-4": Loss(
+        _with(softfam.taylor_softmax_cross_entropy_with_integer_labels, order=4),
+        _with(softfam.log_taylor_softmax, order=4),
+    ),
+    "log-spherical": Loss(
+        softfam.spherical_softmax_cross_entropy_with_integer_labels,
+        softfam.log_spherical_softmax,
+        {"epsilon": (1e-3, 1e-2, 1e-1)},
+    ),
+    "squared-error": Loss(softfam.squared_error_with_integer_labels, None),
+    "z-loss": Loss(softfam.z_loss_with_integer_labels, softfam.log_softmax),
+    "soft-margin-softmax": Loss(
+        softfam.soft_margin_softmax_cross_entropy_with_integer_labels,
+        softfam.log_softmax,
+        {"margin": MARGINS},
+    ),
+    "soft-margin-taylor-2": Loss(
+        _with(softfam.soft_margin_taylor_softmax_cross_entropy_with_integer_labels, order=2),
+        _with(softfam.log_taylor_softmax, order=2),
+        {"margin": MARGINS},
+    ),
+}
+
+
+def get(name: str) -> Loss:
+    """The loss called ``name``; a ValueError lists the known names."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(LOSSES)}")
+    return LOSSES[name]

@@ -1,0 +1,79 @@
+"""Evaluation of a classifier's outputs: error rate, NLL, expected calibration error, Brier score.
+
+Sums are accumulated over chunks of examples (``Totals``) and turned into means at the end
+(``summarize``). The prediction is the most probable class under the model's own
+probabilities (for spherical softmax that is not the largest logit), or the largest output
+when the loss defines no distribution (squared error); NLL, ECE and Brier are then None.
+
+ECE uses 15 equal-width confidence bins: ``sum_b (n_b / N) |accuracy_b - confidence_b|``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+NUM_BINS = 15
+
+
+class Totals(NamedTuple):
+    """Sums over the examples seen so far (each a scalar, or per confidence bin)."""
+
+    count: jax.Array
+    errors: jax.Array
+    nll: jax.Array
+    brier: jax.Array
+    bin_count: jax.Array  # (NUM_BINS,)
+    bin_confidence: jax.Array  # sum of the top probability per bin
+    bin_correct: jax.Array  # number of correct predictions per bin
+
+
+def totals(
+    logits: jax.Array,
+    labels: jax.Array,
+    weights: jax.Array,
+    log_probabilities: Optional[Callable[[jax.Array], jax.Array]],
+) -> Totals:
+    """The sums for one chunk: ``logits`` (N, D), integer ``labels`` (N,), ``weights`` (N,)
+    1 for an example, 0 for padding."""
+    count = jnp.sum(weights)
+    if log_probabilities is None:
+        errors = jnp.sum(weights * (jnp.argmax(logits, -1) != labels).astype(jnp.float32))
+        zero, zeros = jnp.zeros(()), jnp.zeros((NUM_BINS,))
+        return Totals(count, errors, zero, zero, zeros, zeros, zeros)
+    log_probs = log_probabilities(logits).astype(jnp.float32)
+    probs = jnp.exp(log_probs)
+    prediction = jnp.argmax(probs, -1)
+    correct = weights * (prediction == labels).astype(jnp.float32)
+    target_log_prob = jnp.take_along_axis(log_probs, labels[:, None], -1)[:, 0]
+    target_prob = jnp.exp(target_log_prob)
+    nll = -jnp.sum(jnp.where(weights > 0, weights * target_log_prob, 0))
+    brier = jnp.sum(weights * (jnp.sum(probs * probs, -1) - 2 * target_prob + 1))
+    confidence = jnp.max(probs, -1)
+    bins = jnp.clip((confidence * NUM_BINS).astype(jnp.int32), 0, NUM_BINS - 1)
+    in_bin = weights[:, None] * jax.nn.one_hot(bins, NUM_BINS)  # (N, NUM_BINS), small
+    return Totals(
+        count, count - jnp.sum(correct), nll, brier,
+        jnp.sum(in_bin, 0), confidence @ in_bin, correct @ in_bin,
+    )
+
+
+def summarize(total: Totals, has_probabilities: bool) -> dict:
+    """Means from the sums: ``error`` (a fraction), ``nll``, ``ece``, ``brier`` and the
+    reliability bins; the probability-based ones are None without probabilities."""
+    summary = {"error": float(total.errors / total.count)}
+    if not has_probabilities:
+        return summary | {"nll": None, "ece": None, "brier": None}
+    gap = jnp.abs(total.bin_correct - total.bin_confidence)  # n_b |acc_b - conf_b|
+    return summary | {
+        "nll": float(total.nll / total.count),
+        "ece": float(jnp.sum(gap) / total.count),
+        "brier": float(total.brier / total.count),
+        "bins": {
+            "count": [int(c) for c in total.bin_count],
+            "confidence": [float(c) for c in total.bin_confidence],
+            "correct": [float(c) for c in total.bin_correct],
+        },
+    }

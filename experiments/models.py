@@ -1,0 +1,97 @@
+"""Models as pure functions over parameter pytrees: a ReLU MLP and a small CNN.
+
+``init(key, input_shape, num_classes) -> params`` and ``apply(params, images) -> logits`` for
+images of shape ``(batch, H, W, C)``. Hidden layers are rectifiers with He initialisation
+(weights ~ N(0, 2 / fan_in), biases 0), as in de Brebisson & Vincent; the output layer uses
+N(0, 1 / fan_in).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Params = dict
+
+
+def _dense(key, fan_in: int, fan_out: int, gain: float) -> Params:
+    weights = jax.random.normal(key, (fan_in, fan_out)) * math.sqrt(gain / fan_in)
+    return {"w": weights, "b": jnp.zeros((fan_out,))}
+
+
+def _conv(key, size: int, channels_in: int, channels_out: int) -> Params:
+    fan_in = size * size * channels_in
+    weights = jax.random.normal(key, (size, size, channels_in, channels_out)) * math.sqrt(2 / fan_in)
+    return {"w": weights, "b": jnp.zeros((channels_out,))}
+
+
+@dataclass(frozen=True)
+class Model:
+    init: Callable[[jax.Array, tuple[int, ...], int], Params]
+    apply: Callable[[Params, jax.Array], jax.Array]
+
+
+def mlp(widths: tuple[int, ...]) -> Model:
+    """Flatten, then ``len(widths)`` ReLU layers of these widths, then a linear output layer."""
+
+    def init(key, input_shape, num_classes):
+        sizes = (math.prod(input_shape), *widths, num_classes)
+        keys = jax.random.split(key, len(sizes) - 1)
+        gains = [2.0] * len(widths) + [1.0]
+        return {"layers": [_dense(k, i, o, g) for k, i, o, g in zip(keys, sizes, sizes[1:], gains)]}
+
+    def apply(params, images):
+        h = images.reshape(images.shape[0], -1)
+        *hidden, output = params["layers"]
+        for layer in hidden:
+            h = jax.nn.relu(h @ layer["w"] + layer["b"])
+        return h @ output["w"] + output["b"]
+
+    return Model(init, apply)
+
+
+def cnn(channels: tuple[int, ...], width: int) -> Model:
+    """5x5 ReLU convolutions of stride 2 with these channel counts, a ReLU layer of ``width``,
+    a linear output layer."""
+
+    def init(key, input_shape, num_classes):
+        height, width_in, channels_in = input_shape
+        keys = jax.random.split(key, len(channels) + 2)
+        convs, c_in = [], channels_in
+        for k, c_out in zip(keys, channels):
+            convs.append(_conv(k, 5, c_in, c_out))
+            c_in = c_out
+            height, width_in = -(-height // 2), -(-width_in // 2)
+        flat = height * width_in * c_in
+        return {
+            "convs": convs,
+            "hidden": _dense(keys[-2], flat, width, 2.0),
+            "output": _dense(keys[-1], width, num_classes, 1.0),
+        }
+
+    def apply(params, images):
+        h = images
+        for conv in params["convs"]:
+            h = lax.conv_general_dilated(
+                h, conv["w"], window_strides=(2, 2), padding="SAME",
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            )
+            h = jax.nn.relu(h + conv["b"])
+        h = jax.nn.relu(h.reshape(h.shape[0], -1) @ params["hidden"]["w"] + params["hidden"]["b"])
+        return h @ params["output"]["w"] + params["output"]["b"]
+
+    return Model(init, apply)
+
+
+def get(name: str, widths: tuple[int, ...]) -> Model:
+    """``mlp`` with hidden ``widths``, or ``cnn`` with ``widths = (*channels, hidden width)``."""
+    if name == "mlp":
+        return mlp(widths)
+    if name == "cnn":
+        return cnn(widths[:-1], widths[-1])
+    raise ValueError(f"unknown model {name!r}; known models: mlp, cnn")
