@@ -19,6 +19,10 @@ from jax import lax
 Params = dict
 
 
+def _affine(h: jax.Array, layer: Params) -> jax.Array:
+    return h @ layer["w"] + layer["b"][None, :]
+
+
 def _dense(key, fan_in: int, fan_out: int, gain: float) -> Params:
     weights = jax.random.normal(key, (fan_in, fan_out)) * math.sqrt(gain / fan_in)
     return {"w": weights, "b": jnp.zeros((fan_out,))}
@@ -49,8 +53,8 @@ def mlp(widths: tuple[int, ...]) -> Model:
         h = images.reshape(images.shape[0], -1)
         *hidden, output = params["layers"]
         for layer in hidden:
-            h = jax.nn.relu(h @ layer["w"] + layer["b"])
-        return h @ output["w"] + output["b"]
+            h = jax.nn.relu(_affine(h, layer))
+        return _affine(h, output)
 
     return Model(init, apply)
 
@@ -81,9 +85,9 @@ def cnn(channels: tuple[int, ...], width: int) -> Model:
                 h, conv["w"], window_strides=(2, 2), padding="SAME",
                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
             )
-            h = jax.nn.relu(h + conv["b"])
-        h = jax.nn.relu(h.reshape(h.shape[0], -1) @ params["hidden"]["w"] + params["hidden"]["b"])
-        return h @ params["output"]["w"] + params["output"]["b"]
+            h = jax.nn.relu(h + conv["b"][None, None, None, :])
+        h = jax.nn.relu(_affine(h.reshape(h.shape[0], -1), params["hidden"]))
+        return _affine(h, params["output"])
 
     return Model(init, apply)
 

@@ -1,0 +1,206 @@
+"""The experiment machinery: metrics against NumPy, the same seed giving the same numbers, a
+run killed with SIGKILL resuming to the numbers of an uninterrupted run, two sharded devices
+agreeing with one, the per-loss choice on validation, and a tiny comparison end to end on
+Fashion-MNIST."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import comparison, losses, metrics, tables, train
+from experiments import __main__ as cli
+from experiments.data import load
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def standard_dtype_promotion():
+    """optax's Adam mixes an int32 step count with floats (``decay ** count``), which the
+    strict promotion of conftest.py forbids; softfam itself is tested strictly elsewhere."""
+    with jax.numpy_dtype_promotion("standard"):
+        yield
+
+
+def metrics_reference(log_probs, labels, weights, bins=15):
+    """error, NLL, ECE and Brier in float64, written out directly."""
+    probs = np.exp(np.asarray(log_probs, np.float64))
+    keep = np.asarray(weights) > 0
+    probs, log_probs, labels = probs[keep], np.asarray(log_probs, np.float64)[keep], labels[keep]
+    n = labels.size
+    prediction = probs.argmax(1)
+    confidence = probs.max(1)
+    correct = prediction == labels
+    ece = 0.0
+    for b in range(bins):
+        in_bin = (confidence >= b / bins) & (confidence < (b + 1) / bins) if b < bins - 1 else confidence >= b / bins
+        if in_bin.any():
+            ece += in_bin.sum() / n * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    one_hot = np.eye(probs.shape[1])[labels]
+    return {
+        "error": 1 - correct.mean(),
+        "nll": -log_probs[np.arange(n), labels].mean(),
+        "ece": ece,
+        "brier": ((probs - one_hot) ** 2).sum(1).mean(),
+    }
+
+
+def test_metrics_match_a_float64_reference_and_ignore_padding():
+    rng = np.random.default_rng(0)
+    logits = (rng.normal(size=(300, 7)) * 2).astype(np.float32)
+    labels = rng.integers(0, 7, 300).astype(np.int32)
+    weights = (np.arange(300) < 260).astype(np.float32)  # the last 40 are padding
+    log_probs = jnp.asarray(logits) - jnp.log(jnp.sum(jnp.exp(jnp.asarray(logits)), 1, keepdims=True))
+    total = metrics.totals(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(weights),
+                           lambda x: x - jnp.log(jnp.sum(jnp.exp(x), 1, keepdims=True)))
+    summary = metrics.summarize(total, has_probabilities=True)
+    expected = metrics_reference(log_probs, labels, weights)
+    for key in expected:
+        np.testing.assert_allclose(summary[key], expected[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    assert sum(summary["bins"]["count"]) == 260
+
+
+def test_squared_error_is_judged_on_error_only():
+    logits = jnp.array([[0.9, 0.1], [0.2, 0.7], [0.6, 0.5]])
+    total = metrics.totals(logits, jnp.array([0, 0, 1]), jnp.ones(3), None)
+    summary = metrics.summarize(total, has_probabilities=False)
+    assert summary == {"error": pytest.approx(2 / 3), "nll": None, "ece": None, "brier": None}
+
+
+def test_soft_margin_losses_are_evaluated_without_their_margin():
+    logits = jnp.array([[1.0, -0.5, 2.0]])
+    _, log_probs = losses.get("soft-margin-taylor-2").bind({"margin": 0.6})
+    taylor = np.array([1 + x + x * x / 2 for x in (1.0, -0.5, 2.0)])
+    np.testing.assert_allclose(np.exp(log_probs(logits))[0], taylor / taylor.sum(), rtol=1e-6)
+
+
+def test_choice_takes_lowest_validation_error_then_nll():
+    candidates = [
+        ({"epsilon": 0.1}, {"learning_rate": 0.1, "error": 0.2, "nll": 0.1}),
+        ({"epsilon": 0.01}, {"learning_rate": 0.01, "error": 0.1, "nll": 0.9}),
+        ({"epsilon": 0.001}, {"learning_rate": 0.001, "error": 0.1, "nll": 0.5}),
+    ]
+    assert comparison.choose(candidates) == ({"epsilon": 0.001}, 0.001)
+
+
+def test_paired_difference_names_the_better_loss():
+    def run(errors):
+        return {"test": [{"seed": s, "error": e} for s, e in enumerate(errors)]}
+
+    runs = {"log-taylor-2": run([0.10, 0.11, 0.12]), "log-softmax": run([0.13, 0.15, 0.14])}
+    text = tables.paired_difference(runs, "log-taylor-2", "log-softmax")
+    assert "-3.00 points over 3 paired seeds" in text
+    assert "log-taylor-2 has the lower test error" in text
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load("digits")
+
+
+def tiny_run(**overrides):
+    settings = dict(dataset="digits", model="mlp", widths=(16,), loss="log-taylor-2",
+                    learning_rates=(3e-3,), seeds=(0, 1), epochs=3, batch_size=50,
+                    evaluate_test=True)
+    return train.RunConfig(**{**settings, **overrides})
+
+
+def without_timings(records):
+    return [{k: v for k, v in r.items() if k != "train_seconds"} for r in records]
+
+
+def test_same_seed_gives_the_same_numbers(tmp_path, digits):
+    first = train.run(tiny_run(), tmp_path / "a", digits)
+    second = train.run(tiny_run(), tmp_path / "b", digits)
+    assert without_timings(first) == without_timings(second)
+    errors = [m["error"] for m in first[-1]["models"]]
+    assert errors[0] != errors[1]  # the two seeds differ
+    assert all(0 <= e < 0.5 for e in errors)  # it learned something
+
+
+def test_an_existing_run_of_another_config_is_refused(tmp_path, digits):
+    train.run(tiny_run(epochs=1), tmp_path, digits)
+    with pytest.raises(ValueError, match="another configuration"):
+        train.run(tiny_run(epochs=2), tmp_path, digits)
+
+
+RUN_SCRIPT = """
+import sys
+from experiments import data, train
+config = train.RunConfig(dataset="digits", model="mlp", widths=(16,), loss="log-taylor-2",
+                         learning_rates=(3e-3,), seeds=(0, 1), epochs=int(sys.argv[2]),
+                         batch_size=50, evaluate_test=True)
+train.run(config, sys.argv[1], data.load("digits"))
+"""
+
+
+def run_script(run_dir, epochs, env=None):
+    return subprocess.Popen([sys.executable, "-c", RUN_SCRIPT, str(run_dir), str(epochs)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_numbers(tmp_path):
+    epochs = 40
+    killed = run_script(tmp_path / "killed", epochs)
+    checkpoint = tmp_path / "killed" / "checkpoint.npz"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline and killed.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert checkpoint.exists()
+    finished_before_kill = sum(r["split"] == "valid" for r in read_metrics(tmp_path / "killed"))
+    assert 1 <= finished_before_kill < epochs  # it was killed mid-run
+    assert run_script(tmp_path / "killed", epochs).wait() == 0
+    assert run_script(tmp_path / "whole", epochs).wait() == 0
+    resumed, whole = read_metrics(tmp_path / "killed"), read_metrics(tmp_path / "whole")
+    assert len(resumed) == epochs + 1
+    assert without_timings(resumed) == without_timings(whole)
+
+
+def test_two_sharded_devices_give_the_single_device_numbers(tmp_path):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    assert run_script(tmp_path / "two", 2, env).wait() == 0
+    assert run_script(tmp_path / "one", 2).wait() == 0
+    two, one = read_metrics(tmp_path / "two"), read_metrics(tmp_path / "one")
+    assert json.loads((tmp_path / "two" / "env.json").read_text())["devices"] == ["cpu:0", "cpu:1"]
+    for a, b in zip(two, one):
+        for m, n in zip(a["models"], b["models"]):
+            assert m["error"] == pytest.approx(n["error"], abs=1e-6)  # same predictions
+            for key in {"nll", "ece", "brier", "train_loss"} & set(m):
+                assert m[key] == pytest.approx(n[key], rel=1e-4), key
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").exists(),
+                    reason="needs Debian's dataset-fashion-mnist (.ci/run installs it)")
+def test_tiny_comparison_end_to_end_on_fashion_mnist(tmp_path, capsys):
+    assert cli.main(["run", "tiny", "--output", str(tmp_path)]) == 0
+    table = (tmp_path / "table.md").read_text()
+    assert capsys.readouterr().out.strip() == table.strip()
+    for loss in ("log-softmax", "log-spherical"):
+        row = next(line for line in table.splitlines() if line.startswith(f"| {loss} |"))
+        error = float(row.split("|")[4].split("+-")[0])
+        assert 0 < error < 60  # better than chance (90 %) after 2 tiny epochs
+    assert "epsilon = " in table  # the tuned epsilon is recorded
+    for plot in ("learning_curves.png", "reliability.png"):
+        assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    tuned = sorted(p.name for p in (tmp_path / "runs" / "log-spherical").iterdir())
+    assert tuned == ["final", "tune-epsilon=0.001", "tune-epsilon=0.01", "tune-epsilon=0.1"]
+    # tables regenerate the same table from the run directories alone
+    (tmp_path / "table.md").unlink()
+    assert cli.main(["tables", "tiny", "--output", str(tmp_path)]) == 0
+    assert (tmp_path / "table.md").read_text() == table
