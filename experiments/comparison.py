@@ -34,7 +34,7 @@ class ComparisonConfig:
     epochs: int
     batch_size: int
     learning_rates: tuple[float, ...]
-    losses: tuple[str, ...] = tuple(losses.LOSSES)
+    losses: tuple[str, ...] = losses.COMPARED
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     tuning_seed: int = 0
     train_subset: Optional[int] = None

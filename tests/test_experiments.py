@@ -76,6 +76,22 @@ def test_squared_error_is_judged_on_error_only():
     assert summary == {"error": pytest.approx(2 / 3), "nll": None, "ece": None, "brier": None}
 
 
+@pytest.mark.parametrize("name", losses.LOSSES)
+def test_every_loss_by_name_gives_finite_losses_and_a_distribution(name):
+    logits = jnp.asarray(np.random.default_rng(1).normal(size=(4, 6)) * 3, jnp.float32)
+    labels = jnp.array([0, 5, 2, 2])
+    loss, log_probs = losses.get(name).bind(comparison.settings(name)[0])
+    values = np.asarray(loss(logits, labels))
+    assert values.shape == (4,) and np.all(np.isfinite(values))
+    if log_probs is not None:
+        np.testing.assert_allclose(np.exp(np.asarray(log_probs(logits), np.float64)).sum(1), 1, rtol=1e-5)
+
+
+def test_an_unknown_loss_name_lists_the_known_ones():
+    with pytest.raises(ValueError, match="log-softmax"):
+        losses.get("softmaks")
+
+
 def test_soft_margin_losses_are_evaluated_without_their_margin():
     logits = jnp.array([[1.0, -0.5, 2.0]])
     _, log_probs = losses.get("soft-margin-taylor-2").bind({"margin": 0.6})
