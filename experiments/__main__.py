@@ -31,7 +31,11 @@ def main(argv=None) -> int:
         sub.add_argument("--output", type=Path, help="its directory (default results/<experiment>)")
     run.add_argument("--data-dir", type=Path, help="where dataset files are (before $SOFTFAM_DATA)")
     run.add_argument("--distributed", action="store_true",
-                     help="call jax.distributed.initialize() first (multi-host runs)")
+                     help="call jax.distributed.initialize() first (multi-host runs); the three "
+                          "options below are auto-detected on SLURM, Open MPI and TPU pods")
+    run.add_argument("--coordinator-address", help="host:port of process 0")
+    run.add_argument("--num-processes", type=int)
+    run.add_argument("--process-id", type=int)
     bench = commands.add_parser("benchmark", help="time softfam against its baselines")
     bench_targets = bench.add_subparsers(dest="target", required=True)
     benchmark_normalizers.add_arguments(
@@ -50,7 +54,7 @@ def main(argv=None) -> int:
         if args.distributed:
             import jax
 
-            jax.distributed.initialize()
+            jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
         config = configs.get(args.experiment)
         try:
             dataset = data.load(config.dataset, args.data_dir)

@@ -103,6 +103,11 @@ def render(experiment: dict, runs: dict) -> str:
         f"on the validation split with seed {experiment['tuning_seed']}; the test set was not used to choose.",
         "NLL, ECE (15 bins) and Brier score use the model's own normalized probabilities (softmax for "
         "the Z-loss; the plain normalizer for the soft-margin losses); squared error defines none.",
+    ]
+    missing = [loss for loss in experiment["losses"] if loss not in runs]
+    if missing:
+        lines += ["", f"**Incomplete**: no finished final run yet for {', '.join(missing)}."]
+    lines += [
         "",
         "| loss | learning rate | hyperparameter | test error (%) | test NLL | test ECE (%) | test Brier | train examples/s per model |",
         "|---|---|---|---|---|---|---|---|",
