@@ -220,3 +220,15 @@ def test_tiny_comparison_end_to_end_on_fashion_mnist(tmp_path, capsys):
     (tmp_path / "table.md").unlink()
     assert cli.main(["tables", "tiny", "--output", str(tmp_path)]) == 0
     assert (tmp_path / "table.md").read_text() == table
+
+
+def test_a_missing_dataset_stops_with_a_message_not_a_traceback(tmp_path, monkeypatch, capsys):
+    from experiments import data
+
+    monkeypatch.setattr(data, "SYSTEM_DATA_DIR", tmp_path / "nowhere")
+    monkeypatch.delenv("SOFTFAM_DATA", raising=False)
+    assert cli.main(["run", "tiny", "--data-dir", str(tmp_path), "--output", str(tmp_path / "out")]) == 2
+    message = capsys.readouterr().err
+    assert "train-images-idx3-ubyte" in message and str(tmp_path) in message
+    assert "apt-get install dataset-fashion-mnist" in message
+    assert not (tmp_path / "out").exists()  # nothing half-written
