@@ -158,6 +158,8 @@ class Trainer:
 
         def update(params, opt_state, x, y):
             loss, grads = jax.value_and_grad(mean_loss)(params, x, y)
+            # inject_hyperparams reads each model's learning rate from its opt_state; the
+            # value given here is not used.
             updates, opt_state = self.optimizer(learning_rate=0.0).update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, loss
 
@@ -189,7 +191,7 @@ class Trainer:
     def evaluate(self, state: dict, split: Split) -> list[dict]:
         """The metrics of every model on ``split``, in the order of ``config.grid``."""
         n = split.labels.shape[0]
-        chunk = min(EVAL_CHUNK, -(-n // self.mesh.size) * self.mesh.size)
+        chunk = -(-min(EVAL_CHUNK, n) // self.mesh.size) * self.mesh.size  # shards evenly
         chunks = -(-n // chunk)
         pad = chunks * chunk - n  # padding examples get weight 0
 
