@@ -77,12 +77,14 @@ def paired_difference(runs: dict, loss: str, baseline: str) -> str:
     means = rng.choice(diff, (BOOTSTRAP_RESAMPLES, diff.size)).mean(1)
     low, high = np.percentile(means, [2.5, 97.5])
     p_value = stats.ttest_rel([errors[loss][s] for s in seeds], [errors[baseline][s] for s in seeds]).pvalue
-    if high < 0:
-        verdict = f"{loss} has the lower test error"
-    elif low > 0:
-        verdict = f"{baseline} has the lower test error"
-    else:
+    lower = loss if high < 0 else baseline if low > 0 else None
+    if lower is None:
         verdict = "no difference resolved (the interval contains 0)"
+    elif p_value < 0.05:
+        verdict = f"{lower} has the lower test error"
+    else:  # with few seeds the percentile bootstrap interval is too narrow
+        verdict = (f"weak evidence that {lower} has the lower test error (the interval excludes 0, "
+                   "the t-test does not reach p < 0.05)")
     return (
         f"- {loss} minus {baseline}, test error: {diff.mean():+.2f} points over {len(seeds)} "
         f"paired seeds, 95 % bootstrap interval [{low:+.2f}, {high:+.2f}], paired t-test "
