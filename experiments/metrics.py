@@ -1,9 +1,11 @@
-"""Evaluation of a classifier's outputs: error rate, NLL, expected calibration error, Brier score.
+"""Evaluation of a classifier's outputs: error rate, top-10 accuracy, NLL, expected calibration
+error, Brier score.
 
 Sums are accumulated over chunks of examples (``Totals``) and turned into means at the end
 (``summarize``). The prediction is the most probable class under the model's own
 probabilities (for spherical softmax that is not the largest logit), or the largest output
 when the loss defines no distribution (squared error); NLL, ECE and Brier are then None.
+Top-10 accuracy counts a target ranked among the 10 most probable classes (ties in its favour).
 
 ECE uses 15 equal-width confidence bins: ``sum_b (n_b / N) |accuracy_b - confidence_b|``.
 """
@@ -23,6 +25,7 @@ class Totals(NamedTuple):
 
     count: jax.Array
     errors: jax.Array
+    top10_correct: jax.Array
     nll: jax.Array
     brier: jax.Array
     bin_count: jax.Array  # (NUM_BINS,)
@@ -39,15 +42,18 @@ def totals(
     """The sums for one chunk: ``logits`` (N, D), integer ``labels`` (N,), ``weights`` (N,)
     1 for an example, 0 for padding."""
     count = jnp.sum(weights)
+    scores = logits if log_probabilities is None else log_probabilities(logits).astype(jnp.float32)
+    target_score = jnp.take_along_axis(scores, labels[:, None], -1)
+    rank = jnp.sum(scores > target_score, -1)  # classes scored strictly above the target
+    top10_correct = jnp.sum(weights * (rank < 10).astype(jnp.float32))
     if log_probabilities is None:
         errors = jnp.sum(weights * (jnp.argmax(logits, -1) != labels).astype(jnp.float32))
         zero, zeros = jnp.zeros(()), jnp.zeros((NUM_BINS,))
-        return Totals(count, errors, zero, zero, zeros, zeros, zeros)
-    log_probs = log_probabilities(logits).astype(jnp.float32)
-    probs = jnp.exp(log_probs)
+        return Totals(count, errors, top10_correct, zero, zero, zeros, zeros, zeros)
+    probs = jnp.exp(scores)
     prediction = jnp.argmax(probs, -1)
     correct = weights * (prediction == labels).astype(jnp.float32)
-    target_log_prob = jnp.take_along_axis(log_probs, labels[:, None], -1)[:, 0]
+    target_log_prob = target_score[:, 0]
     target_prob = jnp.exp(target_log_prob)
     nll = -jnp.sum(jnp.where(weights > 0, weights * target_log_prob, 0))
     brier = jnp.sum(weights * (jnp.sum(probs * probs, -1) - 2 * target_prob + 1))
@@ -55,15 +61,18 @@ def totals(
     bins = jnp.clip((confidence * NUM_BINS).astype(jnp.int32), 0, NUM_BINS - 1)
     in_bin = weights[:, None] * jax.nn.one_hot(bins, NUM_BINS)  # (N, NUM_BINS), small
     return Totals(
-        count, count - jnp.sum(correct), nll, brier,
+        count, count - jnp.sum(correct), top10_correct, nll, brier,
         jnp.sum(in_bin, 0), confidence @ in_bin, correct @ in_bin,
     )
 
 
 def summarize(total: Totals, has_probabilities: bool) -> dict:
-    """Means from the sums: ``error`` (a fraction), ``nll``, ``ece``, ``brier`` and the
-    reliability bins; the probability-based ones are None without probabilities."""
-    summary = {"error": float(total.errors / total.count)}
+    """Means from the sums: ``error`` and ``top10_accuracy`` (fractions), ``nll``, ``ece``,
+    ``brier`` and the reliability bins; the probability-based ones are None without probabilities."""
+    summary = {
+        "error": float(total.errors / total.count),
+        "top10_accuracy": float(total.top10_correct / total.count),
+    }
     if not has_probabilities:
         return summary | {"nll": None, "ece": None, "brier": None}
     gap = jnp.abs(total.bin_correct - total.bin_confidence)  # n_b |acc_b - conf_b|

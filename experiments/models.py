@@ -1,7 +1,8 @@
-"""Models as pure functions over parameter pytrees: a ReLU MLP and a small CNN.
+"""Models as pure functions over parameter pytrees: a ReLU MLP, a small CNN and a feed-forward
+n-gram language model.
 
-``init(key, input_shape, num_classes) -> params`` and ``apply(params, images) -> logits`` for
-images of shape ``(batch, H, W, C)``. Hidden layers are rectifiers with He initialisation
+``init(key, input_shape, num_classes) -> params`` and ``apply(params, inputs) -> logits`` for
+inputs of shape ``(batch, *input_shape)``: images ``(H, W, C)`` or token contexts ``(n,)``. Hidden layers are rectifiers with He initialisation
 (weights ~ N(0, 2 / fan_in), biases 0), as in de Brebisson & Vincent; the output layer uses
 N(0, 1 / fan_in).
 """
@@ -92,10 +93,33 @@ def cnn(channels: tuple[int, ...], width: int) -> Model:
     return Model(init, apply)
 
 
+def ngram(embedding: int, widths: tuple[int, ...]) -> Model:
+    """Feed-forward n-gram language model (Bengio et al. 2003): the ``n`` context tokens'
+    embeddings from one shared table of ``num_classes x embedding`` (entries ~ N(0, 1)),
+    concatenated, then ReLU layers of ``widths`` and a linear output layer over the vocabulary."""
+    hidden_mlp = mlp(widths)
+
+    def init(key, input_shape, num_classes):
+        (context,) = input_shape
+        table_key, mlp_key = jax.random.split(key)
+        return {
+            "embedding": jax.random.normal(table_key, (num_classes, embedding)),
+            **hidden_mlp.init(mlp_key, (context * embedding,), num_classes),
+        }
+
+    def apply(params, tokens):
+        return hidden_mlp.apply(params, params["embedding"][tokens])  # mlp flattens
+
+    return Model(init, apply)
+
+
 def get(name: str, widths: tuple[int, ...]) -> Model:
-    """``mlp`` with hidden ``widths``, or ``cnn`` with ``widths = (*channels, hidden width)``."""
+    """``mlp`` with hidden ``widths``, ``cnn`` with ``widths = (*channels, hidden width)``, or
+    ``ngram`` with ``widths = (embedding, *hidden widths)``."""
     if name == "mlp":
         return mlp(widths)
     if name == "cnn":
         return cnn(widths[:-1], widths[-1])
-    raise ValueError(f"unknown model {name!r}; known models: mlp, cnn")
+    if name == "ngram":
+        return ngram(widths[0], widths[1:])
+    raise ValueError(f"unknown model {name!r}; known models: mlp, cnn, ngram")

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import comparison, losses, metrics, tables, train
+from experiments import comparison, losses, metrics, models, tables, train
 from experiments import __main__ as cli
 from experiments.data import load
 
@@ -46,8 +46,10 @@ def metrics_reference(log_probs, labels, weights, bins=15):
         if in_bin.any():
             ece += in_bin.sum() / n * abs(correct[in_bin].mean() - confidence[in_bin].mean())
     one_hot = np.eye(probs.shape[1])[labels]
+    top10 = [label in np.argsort(-p)[:10] for p, label in zip(probs, labels)]
     return {
         "error": 1 - correct.mean(),
+        "top10_accuracy": np.mean(top10),
         "nll": -log_probs[np.arange(n), labels].mean(),
         "ece": ece,
         "brier": ((probs - one_hot) ** 2).sum(1).mean(),
@@ -56,8 +58,8 @@ def metrics_reference(log_probs, labels, weights, bins=15):
 
 def test_metrics_match_a_float64_reference_and_ignore_padding():
     rng = np.random.default_rng(0)
-    logits = (rng.normal(size=(300, 7)) * 2).astype(np.float32)
-    labels = rng.integers(0, 7, 300).astype(np.int32)
+    logits = (rng.normal(size=(300, 13)) * 2).astype(np.float32)
+    labels = rng.integers(0, 13, 300).astype(np.int32)
     weights = (np.arange(300) < 260).astype(np.float32)  # the last 40 are padding
     log_probs = jnp.asarray(logits) - jnp.log(jnp.sum(jnp.exp(jnp.asarray(logits)), 1, keepdims=True))
     total = metrics.totals(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(weights),
@@ -69,11 +71,24 @@ def test_metrics_match_a_float64_reference_and_ignore_padding():
     assert sum(summary["bins"]["count"]) == 260
 
 
+def test_ngram_model_matches_a_numpy_forward_pass():
+    model = models.get("ngram", (3, 5))  # embedding 3, one hidden layer of 5
+    params = model.init(jax.random.key(0), (2,), 11)
+    tokens = np.array([[4, 4], [0, 10]], np.int32)
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    (hidden, output) = p["layers"]
+    x = p["embedding"][tokens].reshape(2, 6)  # one table for both positions
+    expected = np.maximum(x @ hidden["w"] + hidden["b"], 0) @ output["w"] + output["b"]
+    assert p["embedding"].shape == (11, 3) and expected.shape == (2, 11)
+    np.testing.assert_allclose(model.apply(params, jnp.asarray(tokens)), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_squared_error_is_judged_on_error_only():
     logits = jnp.array([[0.9, 0.1], [0.2, 0.7], [0.6, 0.5]])
     total = metrics.totals(logits, jnp.array([0, 0, 1]), jnp.ones(3), None)
     summary = metrics.summarize(total, has_probabilities=False)
-    assert summary == {"error": pytest.approx(2 / 3), "nll": None, "ece": None, "brier": None}
+    assert summary == {"error": pytest.approx(2 / 3), "top10_accuracy": 1.0,
+                       "nll": None, "ece": None, "brier": None}
 
 
 @pytest.mark.parametrize("name", losses.LOSSES)
