@@ -39,7 +39,6 @@ class ComparisonConfig:
     tuning_seed: int = 0
     train_subset: Optional[int] = None
     command: str = ""  # the command that runs it, quoted in its tables
-    expected_minutes: float = 0.0  # measured run time on 2 CPU cores
 
 
 def settings(loss: str) -> list[dict[str, float]]:
