@@ -167,5 +167,8 @@ def render(rows, command: str) -> str:
 def run(args: argparse.Namespace) -> None:
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     rows = measure(shapes, args.repeats, args.min_time, log=lambda m: print(m, file=sys.stderr, flush=True))
-    write_text_atomically(args.output, render(rows, args.command_line) + "\n")
+    command = args.command_line
+    if os.environ.get("XLA_FLAGS"):  # it changes the numbers: part of the command
+        command = f"XLA_FLAGS={os.environ['XLA_FLAGS']} {command}"
+    write_text_atomically(args.output, render(rows, command) + "\n")
     print(f"wrote {args.output}", file=sys.stderr)
