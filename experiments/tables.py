@@ -37,8 +37,18 @@ def read_history(run_dir: Path) -> list[dict]:
         return [json.loads(line) for line in f]
 
 
+def tried_settings(loss_dir: Path) -> dict[str, list[float]]:
+    """The values of each hyperparameter that the tuning runs in ``loss_dir`` tried."""
+    tried: dict[str, set] = {}
+    for config_path in loss_dir.glob("tune-*/config.json"):
+        for key, value in json.loads(config_path.read_text())["hyper"].items():
+            tried.setdefault(key, set()).add(value)
+    return {key: sorted(values) for key, values in tried.items()}
+
+
 def final_runs(output: Path) -> dict[str, dict]:
-    """For each loss with a finished final run: its config, history and test metrics by seed."""
+    """For each loss with a finished final run: its config, history, test metrics by seed and
+    the hyperparameter values its tuning tried."""
     experiment = json.loads((output / "experiment.json").read_text())
     runs = {}
     for loss in experiment["losses"]:
@@ -49,7 +59,8 @@ def final_runs(output: Path) -> dict[str, dict]:
         test = [r for r in history if r["split"] == "test"]
         if test:
             config = json.loads((run_dir / "config.json").read_text())
-            runs[loss] = {"config": config, "history": history, "test": test[-1]["models"]}
+            runs[loss] = {"config": config, "history": history, "test": test[-1]["models"],
+                          "tried": tried_settings(output / "runs" / loss)}
     return runs
 
 
@@ -92,6 +103,12 @@ def paired_difference(runs: dict, loss: str, baseline: str) -> str:
     )
 
 
+def with_edge_mark(value: float, grid) -> str:
+    """``value``, marked when it is the smallest or largest of a grid of several values."""
+    at_edge = len(grid) > 1 and value in (min(grid), max(grid))
+    return f"{value:g} (edge)" if at_edge else f"{value:g}"
+
+
 def render(experiment: dict, runs: dict) -> str:
     seeds = sorted({m["seed"] for run in runs.values() for m in run["test"]})
     lines = [
@@ -116,19 +133,23 @@ def render(experiment: dict, runs: dict) -> str:
     ]
     for loss, run in runs.items():
         test = run["test"]
-        hyper = ", ".join(f"{k} = {v:g}" for k, v in run["config"]["hyper"].items()) or "-"
+        grids = {"learning rate": experiment["learning_rates"], **run["tried"]}
+        chosen = {"learning rate": run["config"]["learning_rates"][0], **run["config"]["hyper"]}
+        shown = {k: with_edge_mark(v, grids[k]) for k, v in chosen.items()}
+        hyper = ", ".join(f"{k} = {v}" for k, v in shown.items() if k != "learning rate") or "-"
 
         def column(key, scale=1.0, digits=3):
             values = [m[key] for m in test]
             return "-" if any(v is None for v in values) else _mean_std(values, scale, digits)
 
         lines.append(
-            f"| {loss} | {run['config']['learning_rates'][0]:g} | {hyper} | {column('error', 100, 2)} "
+            f"| {loss} | {shown['learning rate']} | {hyper} | {column('error', 100, 2)} "
             f"| {column('nll')} | {column('ece', 100, 2)} | {column('brier')} "
             f"| {throughput(run['history']):,.0f} |"
         )
     lines += [
         "",
+        "(edge): the chosen value is at an end of its grid; a wider grid might have done better.",
         "Training throughput: examples per second per model on this run's machine (env.json), the "
         "median over epochs after the first; the seeds of a run are trained at once under `vmap`.",
         "",

@@ -252,3 +252,10 @@ def test_a_missing_dataset_stops_with_a_message_not_a_traceback(tmp_path, monkey
     assert "train-images-idx3-ubyte" in message and str(tmp_path) in message
     assert "apt-get install dataset-fashion-mnist" in message
     assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_a_choice_at_the_end_of_its_grid_is_marked():
+    assert tables.with_edge_mark(0.01, [0.001, 0.003, 0.01]) == "0.01 (edge)"
+    assert tables.with_edge_mark(0.001, [0.001, 0.003, 0.01]) == "0.001 (edge)"
+    assert tables.with_edge_mark(0.003, [0.001, 0.003, 0.01]) == "0.003"
+    assert tables.with_edge_mark(0.003, [0.003]) == "0.003"  # nothing was tuned
