@@ -49,7 +49,7 @@ def main(argv=None) -> int:
         for name, get_config in configs.CONFIGS.items():
             print(f"{name}\n    {get_config.__doc__.strip()}\n")
     elif args.command == "run":
-        from experiments import comparison, data, tables
+        from experiments import comparison, data, study, tables
 
         if args.distributed:
             import jax
@@ -57,16 +57,21 @@ def main(argv=None) -> int:
             jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
         config = configs.get(args.experiment)
         try:
-            dataset = data.load(config.dataset, args.data_dir)
+            if isinstance(config, study.StudyConfig):
+                print(study.run(config, _output(args), args.data_dir))
+            else:
+                comparison.run(config, _output(args), data.load(config.dataset, args.data_dir))
+                print(tables.write(_output(args)))
         except data.DataError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        comparison.run(config, _output(args), dataset)
-        print(tables.write(_output(args)))
     elif args.command == "tables":
-        from experiments import tables
+        from experiments import study, tables
 
-        print(tables.write(_output(args)))
+        if isinstance(configs.get(args.experiment), study.StudyConfig):
+            print(study.write(_output(args), with_comparisons=True))
+        else:
+            print(tables.write(_output(args)))
     elif args.command == "benchmark" and args.target == "normalizers":
         benchmark_normalizers.run(args)
     return 0

@@ -79,7 +79,8 @@ def choose(candidates: list[tuple[dict, dict]]) -> tuple[dict, float]:
 def run(config: ComparisonConfig, output: Path, data: Dataset) -> dict[str, Path]:
     """Tunes and trains every loss of ``config``; returns each loss's final run directory."""
     output = Path(output)
-    write_json_atomically(output / "experiment.json", dataclasses.asdict(config))
+    write_json_atomically(output / "experiment.json",
+                          dataclasses.asdict(config) | {"num_classes": data.num_classes})
     finals = {}
     for loss in config.losses:
         candidates = []

@@ -6,9 +6,13 @@ cores, and what it writes.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Union
 
 from experiments.comparison import ComparisonConfig
+from experiments.study import StudyConfig
+
+# The losses of the many-class comparisons: log-softmax and the spherical family.
+MANY_CLASS_LOSSES = ("log-softmax", "log-taylor-2", "log-spherical", "z-loss", "squared-error")
 
 
 def digits_mlp() -> ComparisonConfig:
@@ -66,15 +70,97 @@ def tiny() -> ComparisonConfig:
     )
 
 
-CONFIGS: dict[str, Callable[[], ComparisonConfig]] = {
+def _wordnet(vocabulary: str, seeds: tuple[int, ...], command: str) -> ComparisonConfig:
+    return ComparisonConfig(
+        name=f"wordnet-{vocabulary}", dataset=f"wordnet-{vocabulary}", model="ngram",
+        widths=(32, 128), epochs=3, batch_size=256, learning_rates=(1e-3, 3e-3),
+        losses=MANY_CLASS_LOSSES, seeds=seeds, train_subset=50_000, command=command,
+    )
+
+
+def wordnet_lm() -> StudyConfig:
+    """Language modelling on the WordNet glosses with vocabularies of 1k, 10k and all training
+    tokens: a 5-gram feed-forward model (4 context tokens, shared 32-d embeddings, one ReLU
+    layer of 128), 3 epochs of Adam over a fixed random 50,000 training windows, 5 losses,
+    5 seeds (3 with the full vocabulary, for time).
+
+    Command: ``python -m experiments run wordnet-lm`` (WORDNET_MINUTES).
+    Writes ``results/wordnet-lm/``: a table and learning curves per vocabulary
+    (``wordnet-1000/``, ``wordnet-10000/``, ``wordnet-full/``), and the losses against the
+    vocabulary size (``table.md``, ``output_size.png``).
+    """
+    command = "python -m experiments run wordnet-lm"
+    return StudyConfig(
+        name="wordnet-lm",
+        description="Word-level language modelling on the WordNet 3.0 glosses (experiments.text); "
+                    "D is the vocabulary size with </s> and <unk>.",
+        comparisons=(_wordnet("1000", (0, 1, 2, 3, 4), command),
+                     _wordnet("10000", (0, 1, 2, 3, 4), command),
+                     _wordnet("full", (0, 1, 2), command)),
+        command=command,
+    )
+
+
+def output_size() -> StudyConfig:
+    """The controlled output-size study: the synthetic teacher task (experiments.synthetic,
+    20,000 training examples) with D = 10, 100, 1000 and 10000 classes, a 16-128-D ReLU MLP,
+    10 epochs of Adam, 5 losses, 5 seeds.
+
+    Command: ``python -m experiments run output-size`` (OUTPUT_SIZE_MINUTES).
+    Writes ``results/output-size/``: a table per D (``teacher-<D>/``) and the losses against D
+    (``table.md``, ``output_size.png``).
+    """
+    command = "python -m experiments run output-size"
+    return StudyConfig(
+        name="output-size",
+        description="The synthetic teacher task (experiments.synthetic): Gaussian inputs labelled by "
+                    "a fixed random ReLU network with a Zipf prior over the D classes.",
+        comparisons=tuple(
+            ComparisonConfig(
+                name=f"teacher-{d}", dataset=f"teacher-{d}", model="mlp", widths=(128,),
+                epochs=10, batch_size=128, learning_rates=(1e-3, 3e-3, 1e-2),
+                losses=MANY_CLASS_LOSSES, command=command,
+            )
+            for d in (10, 100, 1000, 10000)
+        ),
+        command=command,
+    )
+
+
+def tiny_lm() -> StudyConfig:
+    """A seconds-long end-to-end check of the language-model path (used by the tests):
+    WordNet with vocabularies of 10 and 100 words, 3 losses, 2 seeds, 512 windows.
+
+    Command: ``python -m experiments run tiny-lm --output /tmp/tiny-lm`` (about 30 seconds).
+    """
+    command = "python -m experiments run tiny-lm --output /tmp/tiny-lm"
+    return StudyConfig(
+        name="tiny-lm", description="A tiny check of the language-model path.",
+        comparisons=tuple(
+            ComparisonConfig(
+                name=f"wordnet-{vocabulary}", dataset=f"wordnet-{vocabulary}", model="ngram",
+                widths=(8, 16), epochs=2, batch_size=64, learning_rates=(1e-2,),
+                losses=("log-softmax", "log-taylor-2", "squared-error"), seeds=(0, 1), train_subset=512,
+                command=command,
+            )
+            for vocabulary in ("10", "100")
+        ),
+        command=command,
+    )
+
+
+CONFIGS: dict[str, Callable[[], Union[ComparisonConfig, StudyConfig]]] = {
     "digits-mlp": digits_mlp,
     "fashion-mnist-mlp": fashion_mnist_mlp,
     "fashion-mnist-cnn": fashion_mnist_cnn,
     "tiny": tiny,
+    "wordnet-lm": wordnet_lm,
+    "output-size": output_size,
+    "tiny-lm": tiny_lm,
 }
 
 
-def get(name: str) -> ComparisonConfig:
+def get(name: str) -> Union[ComparisonConfig, StudyConfig]:
     if name not in CONFIGS:
         raise ValueError(f"unknown experiment {name!r}; known experiments: {', '.join(CONFIGS)}")
     return CONFIGS[name]()

@@ -158,12 +158,22 @@ def load(name: str, data_dir: str | os.PathLike | None = None, *,
          validation_fraction: float = 0.1) -> Dataset:
     """Loads data set ``name`` and carves ``round(validation_fraction * N_train)`` training
     examples into a validation split with a fixed permutation; the test split is untouched.
+    Language-modelling (``text.load``) and synthetic (``synthetic.load``) data sets come with
+    their own splits.
 
     Raises:
       DataError: the name is unknown, or a file is missing or corrupt.
     """
     if not 0 <= validation_fraction < 1:
         raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+    if name.startswith(("wordnet-", "ptb")):
+        from experiments import text
+
+        return text.load(name, data_dir)
+    if name.startswith("teacher-"):
+        from experiments import synthetic
+
+        return synthetic.load(name)
     if name == "digits":
         train, test, num_classes = _load_digits()
     elif name in ("fashion-mnist", "mnist"):
@@ -171,7 +181,8 @@ def load(name: str, data_dir: str | os.PathLike | None = None, *,
     elif name in _CIFAR:
         train, test, num_classes = _load_cifar(name, search_dirs(name, data_dir))
     else:
-        raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+        raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}, "
+                        "wordnet-<K>, wordnet-full, ptb or teacher-<D>")
     train, valid = _carve(train, round(validation_fraction * len(train.labels)))
     return Dataset(name, train, valid, test, num_classes)
 

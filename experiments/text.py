@@ -42,6 +42,13 @@ from experiments import data
 
 CORPORA: tuple[str, ...] = ("wordnet", "ptb")
 
+# Language-modelling data sets by name (``load``): "wordnet-<K>" (K most frequent training
+# tokens), "wordnet-full" (every training token) and "ptb" (its own 10k vocabulary).
+_DATASET_NAME = re.compile(r"(wordnet)-(full|[1-9][0-9]*)|(ptb)")
+CONTEXT = 4  # previous tokens the experiments' n-gram model sees (a 5-gram model)
+VALID_WINDOWS = 20_000  # validation windows the experiments evaluate each epoch
+_ORDER_SEED = 0
+
 EOS = "</s>"
 UNK = "<unk>"
 
@@ -247,3 +254,31 @@ def language_model_data(corpus_name: str, vocabulary_size: int | None, context: 
     train, valid, test = (ngram_windows(s, vocabulary, context)
                           for s in (corpus.train, corpus.valid, corpus.test))
     return data.Dataset(corpus_name, train, valid, test, num_classes=len(vocabulary))
+
+
+def load(name: str, data_dir: str | os.PathLike | None = None) -> data.Dataset:
+    """The experiments' language-modelling data set ``name`` ("wordnet-<K>", "wordnet-full",
+    "ptb"): ``CONTEXT``-token windows (``language_model_data``), the training windows in a
+    fixed random order (so that a run's ``train_subset`` is a random sample of them), the
+    validation split cut to a fixed random ``VALID_WINDOWS`` windows, the test split whole.
+
+    Raises:
+      data.DataError: the name is not of that form, or a corpus file is missing or corrupt.
+    """
+    match = _DATASET_NAME.fullmatch(name)
+    if match is None:
+        raise data.DataError(f"unknown language-modelling data set {name!r}; "
+                             "use wordnet-<K> (e.g. wordnet-10000), wordnet-full or ptb")
+    corpus, size, _ = match.groups()
+    corpus = corpus or "ptb"
+    vocabulary_size = None if size in (None, "full") else int(size)
+    full = language_model_data(corpus, vocabulary_size, CONTEXT, data_dir)
+    rng = np.random.default_rng(_ORDER_SEED)
+    train_order = rng.permutation(len(full.train.labels))
+    valid_taken = np.sort(rng.permutation(len(full.valid.labels))[:VALID_WINDOWS])
+    return data.Dataset(
+        name,
+        data.Split(full.train.images[train_order], full.train.labels[train_order]),
+        data.Split(full.valid.images[valid_taken], full.valid.labels[valid_taken]),
+        full.test, full.num_classes,
+    )

@@ -1,0 +1,120 @@
+"""The many-class experiments: the synthetic teacher task, the language-model data sets, the
+crossover estimate of the output-size study, and a tiny language-model study end to end."""
+
+import json
+import math
+import re
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import __main__ as cli
+from experiments import data, study, synthetic, text
+
+WORDNET = Path("/usr/share/wordnet/data.noun")
+
+
+@pytest.fixture(autouse=True)
+def standard_dtype_promotion():
+    """optax's Adam mixes integer and float types; see test_experiments.py."""
+    with jax.numpy_dtype_promotion("standard"):
+        yield
+
+
+@pytest.mark.parametrize("differences, expected", [
+    ([-1.0, -1.0, 1.0], 2.5),  # halfway between 10^2 and 10^3 in log D
+    ([-3.0, 1.0, 2.0], 1.75),  # a quarter of the way back from 10^2 to 10^1
+    ([-1.0, 2.0, -1.0], 1 + 1 / 3),  # the first turn counts
+    ([0.5, 1.0, 1.0], -math.inf),  # softmax better from the start
+    ([-1.0, -0.5, 0.0], math.inf),  # never strictly positive
+])
+def test_crossover_interpolates_in_log_size(differences, expected):
+    assert study.crossover(np.array([1.0, 2.0, 3.0]), np.array(differences)) == pytest.approx(expected)
+
+
+def test_crossover_interval_of_identical_seeds_is_the_estimate():
+    per_size = [np.full(5, -2.0), np.full(5, 2.0)]  # no spread: every resample agrees
+    estimate, low, high = study.crossover_interval(np.array([1.0, 2.0]), per_size, resamples=200)
+    assert estimate == low == high == pytest.approx(1.5)
+
+
+def test_crossover_interval_is_open_when_resamples_never_cross():
+    per_size = [np.array([-1.0, -2.0]), np.array([-1.0, 1.5])]  # mean +0.25, one seed negative
+    estimate, low, high = study.crossover_interval(np.array([1.0, 2.0]), per_size, resamples=400)
+    assert estimate == pytest.approx(1 + 1.5 / 1.75)
+    assert low <= estimate and high == math.inf
+
+
+def test_teacher_labels_follow_the_zipf_prior_and_nest_across_sizes():
+    small, large = synthetic.teacher_dataset(10), synthetic.teacher_dataset(100)
+    np.testing.assert_array_equal(small.train.images, large.train.images)  # only D changes
+    for split in ("train", "valid", "test"):
+        assert len(getattr(small, split).labels) == synthetic.SIZES[split]
+    # The first 10 classes' scores are the same at both sizes, so a D = 100 label below 10 is
+    # the argmax of those 10 scores too.
+    head = large.train.labels < 10
+    np.testing.assert_array_equal(large.train.labels[head], small.train.labels[head])
+    assert large.train.labels.max() < 100 and small.num_classes == 10
+
+
+def test_teacher_prior_favours_the_first_classes():
+    labels = synthetic.teacher_dataset(1000).train.labels
+    assert labels.mean() < 0.3 * 999 / 2  # a uniform label would average 499.5
+    counts = np.sort(np.bincount(labels, minlength=1000))[::-1]
+    assert counts[:10].sum() > 0.5 * labels.size and (counts == 0).sum() > 500  # head and tail
+
+
+def test_teacher_dataset_is_deterministic_and_checks_its_arguments():
+    np.testing.assert_array_equal(synthetic.teacher_dataset(30).test.labels,
+                                  synthetic.teacher_dataset(30).test.labels)
+    with pytest.raises(ValueError, match="num_classes"):
+        synthetic.teacher_dataset(1)
+    with pytest.raises(data.DataError, match="teacher-<D>"):
+        data.load("teacher-ten")
+
+
+@pytest.mark.parametrize("name", ["wordnet-", "wordnet-0", "wordnet-10k", "ptb-10000"])
+def test_a_malformed_language_model_name_is_refused_by_name(name):
+    with pytest.raises(data.DataError, match=re.escape(repr(name))):
+        data.load(name)
+
+
+@pytest.mark.skipif(not WORDNET.exists(), reason="needs apt-get install wordnet-base")
+def test_wordnet_dataset_reorders_training_windows_and_samples_validation():
+    full = text.language_model_data("wordnet", 100, text.CONTEXT)
+    loaded = data.load("wordnet-100")
+    assert loaded.num_classes == 102
+    rows = lambda split: np.column_stack([split.images, split.labels])  # noqa: E731
+    # The same training windows, in another order.
+    assert not np.array_equal(loaded.train.labels, full.train.labels)
+    np.testing.assert_array_equal(np.unique(rows(loaded.train), axis=0), np.unique(rows(full.train), axis=0))
+    assert len(loaded.valid.labels) == text.VALID_WINDOWS
+    assert np.isin(loaded.valid.labels, full.valid.labels).all()
+    np.testing.assert_array_equal(rows(loaded.test), rows(full.test))
+
+
+@pytest.mark.skipif(not WORDNET.exists(), reason="needs apt-get install wordnet-base")
+def test_tiny_language_model_study_end_to_end(tmp_path, capsys):
+    assert cli.main(["run", "tiny-lm", "--output", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "D = 12" in printed and "D = 102" in printed and "crossover at D" in printed
+    for vocabulary, num_classes in (("10", 12), ("100", 102)):
+        directory = tmp_path / f"wordnet-{vocabulary}"
+        table = (directory / "table.md").read_text()
+        for loss in ("log-softmax", "log-taylor-2"):
+            records = [json.loads(line) for line in
+                       (directory / "runs" / loss / "final" / "metrics.jsonl").read_text().splitlines()]
+            perplexities = [math.exp(m["nll"]) for m in records[-1]["models"]]
+            assert records[-1]["split"] == "test"
+            assert all(1 < p < num_classes for p in perplexities)  # better than uniform
+            row = next(line for line in table.splitlines() if line.startswith(f"| {loss} |"))
+            shown = f"{np.mean(perplexities):.1f} +- {np.std(perplexities, ddof=1):.1f}"
+            assert shown in row
+        squared = next(line for line in table.splitlines() if line.startswith("| squared-error |"))
+        assert squared.split("|")[4].strip() == "-"  # no perplexity without a distribution
+        assert "Penn Treebank" in table and "tokens/s" in table
+    assert (tmp_path / "output_size.png").stat().st_size > 0
+    assert cli.main(["tables", "tiny-lm", "--output", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == printed.split("# tiny-lm", 1)[1].join(["# tiny-lm", ""])
