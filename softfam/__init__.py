@@ -5,6 +5,13 @@ Every normalizer is ``p_i = f(x_i) / sum_j f(x_j)`` for a positive score ``f``: 
 softmax). The losses follow ``optax.losses``: one value per example, no reduction.
 """
 
+from softfam._factored import (
+    FactoredOutput,
+    dense_output_weights,
+    factored_output,
+    factored_statistics,
+    factored_step,
+)
 from softfam._losses import (
     soft_margin_softmax_cross_entropy_with_integer_labels,
     soft_margin_taylor_softmax_cross_entropy_with_integer_labels,
@@ -39,7 +46,12 @@ from softfam._spherical import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "FactoredOutput",
     "SphericalStatistics",
+    "dense_output_weights",
+    "factored_output",
+    "factored_statistics",
+    "factored_step",
     "log_softmax",
     "log_spherical_softmax",
     "log_taylor_softmax",
