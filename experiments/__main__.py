@@ -4,13 +4,14 @@
   run <experiment>              tune and train every loss, then write the table and plots
   tables <experiment>           regenerate the table and plots from the run directories
   benchmark normalizers         time the normalizers and losses against their baselines
+  benchmark factored            time the factored output layer against the dense layer
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from experiments import benchmark_normalizers, configs
+from experiments import benchmark_factored, benchmark_normalizers, configs
 
 
 def _output(args) -> Path:
@@ -38,9 +39,8 @@ def main(argv=None) -> int:
     run.add_argument("--process-id", type=int)
     bench = commands.add_parser("benchmark", help="time softfam against its baselines")
     bench_targets = bench.add_subparsers(dest="target", required=True)
-    benchmark_normalizers.add_arguments(
-        bench_targets.add_parser("normalizers", help=benchmark_normalizers.__doc__.splitlines()[0])
-    )
+    for name, module in (("normalizers", benchmark_normalizers), ("factored", benchmark_factored)):
+        module.add_arguments(bench_targets.add_parser(name, help=module.__doc__.splitlines()[0]))
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     args.command_line = " ".join(["python -m experiments", *argv])
@@ -72,8 +72,8 @@ def main(argv=None) -> int:
             print(study.write(_output(args), with_comparisons=True))
         else:
             print(tables.write(_output(args)))
-    elif args.command == "benchmark" and args.target == "normalizers":
-        benchmark_normalizers.run(args)
+    elif args.command == "benchmark":
+        {"normalizers": benchmark_normalizers, "factored": benchmark_factored}[args.target].run(args)
     return 0
 
 

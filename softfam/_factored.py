@@ -32,7 +32,6 @@ O(D d^2), rare), and ``Q`` and ``w_bar`` are recomputed from ``W``. Neither chan
 from __future__ import annotations
 
 import inspect
-from functools import partial
 from typing import Callable, NamedTuple
 
 import jax
@@ -231,46 +230,50 @@ def factored_step(
     gram = (keep.T @ state.gram @ keep + cross + cross.T + num_classes * jnp.outer(a, a)
             + hidden.T @ y_y @ hidden)
     new_state = FactoredOutput(u, u_inverse, v, gram, column_sums, offset, state.steps + 1)
-    new_state = jax.lax.cond(
-        new_state.steps % check_every == 0,
-        partial(_condition, singular_range=singular_range, max_corrections=max_corrections),
-        lambda s: s, new_state,
-    )
-    return loss, grad_hidden, new_state
+    return loss, grad_hidden, _condition(new_state, new_state.steps % check_every == 0,
+                                         singular_range, max_corrections)
 
 
-def _condition(state: FactoredOutput, singular_range: tuple[float, float],
+def _condition(state: FactoredOutput, check: jax.Array, singular_range: tuple[float, float],
                max_corrections: int) -> FactoredOutput:
-    """Recomputes ``U^-1`` from an SVD of ``U``, and sets singular values outside
-    ``singular_range`` back to 1, in place or by unfactoring; ``W`` is unchanged."""
-    left, sigma, right_t = jnp.linalg.svd(state.u)
+    """If ``check``: recomputes ``U^-1`` from an SVD of ``U`` and sets singular values outside
+    ``singular_range`` back to 1, in place or by unfactoring; ``W`` is unchanged.
+
+    Only the d x d work sits under the first ``cond``; ``V`` passes through the second one
+    untouched unless a value drifted, so that XLA updates it in place without a copy."""
+    d = state.u.shape[0]
+    eye = jnp.eye(d, dtype=state.u.dtype)
+
+    def decompose(u):
+        left, sigma, right_t = jnp.linalg.svd(u)
+        return left, sigma, right_t, (right_t.T / sigma[None, :]) @ left.T
+
+    left, sigma, right_t, u_inverse = jax.lax.cond(
+        check, decompose, lambda u: (eye, jnp.ones(d, u.dtype), eye, state.u_inverse), state.u)
     low, high = singular_range
     drifted = (sigma < low) | (sigma > high)
     count = jnp.sum(drifted)
-    u_inverse = (right_t.T / sigma[None, :]) @ left.T
-
-    def keep(state):
-        return state._replace(u_inverse=u_inverse)
 
     def correct(state):
         # U = P S R^T. With B = I + P_k (S_k - 1) P_k^T: U' = B^-1 U = U + P_k (1 - S_k) R_k^T
         # has singular values 1 at k, V' = V B keeps V' U' = V U (O(D d k)), U'^-1 = U^-1 B.
-        k = min(max_corrections, sigma.shape[0])
+        k = min(max_corrections, d)
         chosen = jnp.argsort(~drifted)[:k]  # the drifted ones first
         p = left[:, chosen]  # (d, k)
         r = right_t[chosen].T
         stretch = jnp.where(drifted[chosen], sigma[chosen] - 1, 0)  # S_k - 1, 0 if not drifted
         return state._replace(
             u=state.u - (p * stretch[None, :]) @ r.T,
-            u_inverse=u_inverse + (u_inverse @ p) * stretch[None, :] @ p.T,
+            u_inverse=state.u_inverse + (state.u_inverse @ p) * stretch[None, :] @ p.T,
             v=state.v + (state.v @ p) * stretch[None, :] @ p.T,
         )
 
     def unfactor(state):
         w = dense_output_weights(state)
-        eye = jnp.eye(state.u.shape[0], dtype=state.u.dtype)
         return state._replace(u=eye, u_inverse=eye, v=w - state.offset[None, :], gram=w.T @ w,
                               column_sums=jnp.sum(w, 0))
 
-    branch = jnp.where(count == 0, 0, jnp.where(count <= max_corrections, 1, 2))
-    return jax.lax.switch(branch, (keep, correct, unfactor), state)
+    def fix(state):
+        return jax.lax.cond(count <= max_corrections, correct, unfactor, state)
+
+    return jax.lax.cond(count > 0, fix, lambda s: s, state._replace(u_inverse=u_inverse))

@@ -121,7 +121,7 @@ def test_conditioning_keeps_w_and_resets_drifted_singular_values(x64, max_correc
     state = drifted_state()
     before = np.asarray(state.v) @ np.asarray(state.u) + np.asarray(state.offset)
     assert (np.linalg.svd(np.asarray(state.u), compute_uv=False) < 0.5).any()
-    after = _condition(state, (0.5, 2.0), max_corrections)
+    after = _condition(state, jnp.array(True), (0.5, 2.0), max_corrections)
     np.testing.assert_allclose(np.asarray(softfam.dense_output_weights(after)), before, rtol=0, atol=1e-12)
     singular_values = np.linalg.svd(np.asarray(after.u), compute_uv=False)
     assert ((singular_values >= 0.5 - 1e-12) & (singular_values <= 2.0 + 1e-12)).all()
