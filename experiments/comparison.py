@@ -38,6 +38,8 @@ class ComparisonConfig:
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     tuning_seed: int = 0
     train_subset: Optional[int] = None
+    optimizer: str = "adam"  # see train.RunConfig
+    output_layer: str = "dense"  # "factored": for every loss of the spherical family
     command: str = ""  # the command that runs it, quoted in its tables
 
 
@@ -52,11 +54,13 @@ def setting_name(hyper: dict[str, float]) -> str:
 
 
 def _run_config(config: ComparisonConfig, loss: str, hyper: dict, learning_rates, seeds, test: bool):
+    factored = config.output_layer == "factored" and losses.get(loss).on_statistics is not None
     return train.RunConfig(
         dataset=config.dataset, model=config.model, widths=config.widths, loss=loss,
         learning_rates=tuple(learning_rates), seeds=tuple(seeds), epochs=config.epochs,
         batch_size=config.batch_size, hyper=hyper, train_subset=config.train_subset,
-        evaluate_test=test,
+        evaluate_test=test, optimizer=config.optimizer,
+        output_layer="factored" if factored else "dense",
     )
 
 

@@ -127,6 +127,23 @@ def output_size() -> StudyConfig:
     )
 
 
+def wordnet_factored() -> ComparisonConfig:
+    """The factored output layer in use: the full-vocabulary WordNet language model of
+    ``wordnet-lm`` trained by plain SGD, with the output layer of log-Taylor, log-spherical,
+    Z-loss and squared error trained by softfam's factored layer (exact, O(d^2) per token)
+    and log-softmax's by the dense layer; 3 seeds.
+
+    Command: ``python -m experiments run wordnet-factored`` (FACTORED_LM_MINUTES).
+    Writes ``results/wordnet-factored/``: table (with seconds per epoch), learning curves.
+    """
+    return ComparisonConfig(
+        name="wordnet-factored", dataset="wordnet-full", model="ngram", widths=(32, 128),
+        epochs=3, batch_size=256, learning_rates=(0.1, 0.3, 1.0), losses=MANY_CLASS_LOSSES,
+        seeds=(0, 1, 2), train_subset=50_000, optimizer="sgd", output_layer="factored",
+        command="python -m experiments run wordnet-factored",
+    )
+
+
 def tiny_lm() -> StudyConfig:
     """A seconds-long end-to-end check of the language-model path (used by the tests):
     WordNet with vocabularies of 10 and 100 words, 3 losses, 2 seeds, 512 windows.
@@ -157,6 +174,7 @@ CONFIGS: dict[str, Callable[[], Union[ComparisonConfig, StudyConfig]]] = {
     "wordnet-lm": wordnet_lm,
     "output-size": output_size,
     "tiny-lm": tiny_lm,
+    "wordnet-factored": wordnet_factored,
 }
 
 

@@ -11,6 +11,7 @@ A loss's keyword hyperparameter (``epsilon``, ``margin``) is tuned from its ``gr
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -28,6 +29,9 @@ class Loss:
     loss: Callable[..., jax.Array]
     log_probabilities: Optional[Callable[..., jax.Array]]
     grid: dict[str, tuple[float, ...]] = field(default_factory=dict)  # tuned hyperparameters
+    # The same loss on the statistics (o_c, s, q, D), for the factored output layer; None
+    # outside the spherical family.
+    on_statistics: Optional[Callable[..., jax.Array]] = None
 
     def bind(self, hyper: dict[str, float]) -> tuple[Callable, Optional[Callable]]:
         """``(loss, log_probabilities)`` with the hyperparameters fixed; the log-probabilities
@@ -37,6 +41,10 @@ class Loss:
             lambda logits: self.log_probabilities(logits, **shared)
         )
         return (lambda logits, labels: self.loss(logits, labels, **hyper)), log_probabilities
+
+    def bind_statistics(self, hyper: dict[str, float]) -> Callable[..., jax.Array]:
+        """The loss on the statistics with the hyperparameters fixed (``factored_step``'s form)."""
+        return functools.partial(self.on_statistics, **hyper)
 
 
 def _with(fn: Callable, **fixed) -> Callable:
@@ -50,6 +58,7 @@ LOSSES: dict[str, Loss] = {
     "log-taylor-2": Loss(
         _with(softfam.taylor_softmax_cross_entropy_with_integer_labels, order=2),
         _with(softfam.log_taylor_softmax, order=2),
+        on_statistics=softfam.taylor_softmax_cross_entropy_from_statistics,
     ),
     "log-taylor-4": Loss(
         _with(softfam.taylor_softmax_cross_entropy_with_integer_labels, order=4),
@@ -59,9 +68,12 @@ LOSSES: dict[str, Loss] = {
         softfam.spherical_softmax_cross_entropy_with_integer_labels,
         softfam.log_spherical_softmax,
         {"epsilon": (1e-3, 1e-2, 1e-1)},
+        on_statistics=softfam.spherical_softmax_cross_entropy_from_statistics,
     ),
-    "squared-error": Loss(softfam.squared_error_with_integer_labels, None),
-    "z-loss": Loss(softfam.z_loss_with_integer_labels, softfam.log_softmax),
+    "squared-error": Loss(softfam.squared_error_with_integer_labels, None,
+                          on_statistics=softfam.squared_error_from_statistics),
+    "z-loss": Loss(softfam.z_loss_with_integer_labels, softfam.log_softmax,
+                   on_statistics=softfam.z_loss_from_statistics),
     "soft-margin-softmax": Loss(
         softfam.soft_margin_softmax_cross_entropy_with_integer_labels,
         softfam.log_softmax,
@@ -74,7 +86,8 @@ LOSSES: dict[str, Loss] = {
     ),
     # Not in the papers' tables (it trained badly, paper-notes.md section 2); here by name.
     "softmax-upper-bound": Loss(
-        softfam.softmax_cross_entropy_upper_bound_with_integer_labels, softfam.log_softmax
+        softfam.softmax_cross_entropy_upper_bound_with_integer_labels, softfam.log_softmax,
+        on_statistics=softfam.softmax_cross_entropy_upper_bound_from_statistics,
     ),
 }
 

@@ -2,7 +2,10 @@
 n-gram language model.
 
 ``init(key, input_shape, num_classes) -> params`` and ``apply(params, inputs) -> logits`` for
-inputs of shape ``(batch, *input_shape)``: images ``(H, W, C)`` or token contexts ``(n,)``. Hidden layers are rectifiers with He initialisation
+inputs of shape ``(batch, *input_shape)``: images ``(H, W, C)`` or token contexts ``(n,)``.
+``apply`` is the linear output layer ``params["output"]`` applied to ``features(params,
+inputs)``, the last hidden layer, which never reads ``params["output"]`` (so that another
+output layer can take its place). Hidden layers are rectifiers with He initialisation
 (weights ~ N(0, 2 / fan_in), biases 0), as in de Brebisson & Vincent; the output layer uses
 N(0, 1 / fan_in).
 """
@@ -38,26 +41,28 @@ def _conv(key, size: int, channels_in: int, channels_out: int) -> Params:
 @dataclass(frozen=True)
 class Model:
     init: Callable[[jax.Array, tuple[int, ...], int], Params]
-    apply: Callable[[Params, jax.Array], jax.Array]
+    features: Callable[[Params, jax.Array], jax.Array]  # (batch, d): the output layer's input
+
+    def apply(self, params: Params, inputs: jax.Array) -> jax.Array:
+        return _affine(self.features(params, inputs), params["output"])
 
 
 def mlp(widths: tuple[int, ...]) -> Model:
     """Flatten, then ``len(widths)`` ReLU layers of these widths, then a linear output layer."""
 
     def init(key, input_shape, num_classes):
-        sizes = (math.prod(input_shape), *widths, num_classes)
-        keys = jax.random.split(key, len(sizes) - 1)
-        gains = [2.0] * len(widths) + [1.0]
-        return {"layers": [_dense(k, i, o, g) for k, i, o, g in zip(keys, sizes, sizes[1:], gains)]}
+        sizes = (math.prod(input_shape), *widths)
+        keys = jax.random.split(key, len(sizes))
+        return {"hidden": [_dense(k, i, o, 2.0) for k, i, o in zip(keys, sizes, sizes[1:])],
+                "output": _dense(keys[-1], sizes[-1], num_classes, 1.0)}
 
-    def apply(params, images):
+    def features(params, images):
         h = images.reshape(images.shape[0], -1)
-        *hidden, output = params["layers"]
-        for layer in hidden:
+        for layer in params["hidden"]:
             h = jax.nn.relu(_affine(h, layer))
-        return _affine(h, output)
+        return h
 
-    return Model(init, apply)
+    return Model(init, features)
 
 
 def cnn(channels: tuple[int, ...], width: int) -> Model:
@@ -79,7 +84,7 @@ def cnn(channels: tuple[int, ...], width: int) -> Model:
             "output": _dense(keys[-1], width, num_classes, 1.0),
         }
 
-    def apply(params, images):
+    def features(params, images):
         h = images
         for conv in params["convs"]:
             h = lax.conv_general_dilated(
@@ -87,10 +92,9 @@ def cnn(channels: tuple[int, ...], width: int) -> Model:
                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
             )
             h = jax.nn.relu(h + conv["b"][None, None, None, :])
-        h = jax.nn.relu(_affine(h.reshape(h.shape[0], -1), params["hidden"]))
-        return _affine(h, params["output"])
+        return jax.nn.relu(_affine(h.reshape(h.shape[0], -1), params["hidden"]))
 
-    return Model(init, apply)
+    return Model(init, features)
 
 
 def ngram(embedding: int, widths: tuple[int, ...]) -> Model:
@@ -107,10 +111,10 @@ def ngram(embedding: int, widths: tuple[int, ...]) -> Model:
             **hidden_mlp.init(mlp_key, (context * embedding,), num_classes),
         }
 
-    def apply(params, tokens):
-        return hidden_mlp.apply(params, params["embedding"][tokens])  # mlp flattens
+    def features(params, tokens):
+        return hidden_mlp.features(params, params["embedding"][tokens])  # mlp flattens
 
-    return Model(init, apply)
+    return Model(init, features)
 
 
 def get(name: str, widths: tuple[int, ...]) -> Model:

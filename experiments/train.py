@@ -36,11 +36,13 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
+import softfam
 from experiments import losses, metrics, models
 from experiments.data import Dataset, Split
 from experiments.io import open_atomically, write_json_atomically, write_jsonl_atomically
 
 EVAL_CHUNK = 1000  # examples per evaluation step
+OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd}
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,12 @@ class RunConfig:
     hyper: dict[str, float] = field(default_factory=dict)  # the loss's keyword arguments
     train_subset: Optional[int] = None  # train on the first N training examples only
     evaluate_test: bool = False  # also evaluate on the test set after the last epoch
+    optimizer: str = "adam"  # a name in OPTIMIZERS
+    # "dense", or "factored": softfam's factored layer trains the output weights (and bias) by
+    # exact SGD at the model's learning rate, the rest of the model by ``optimizer`` (then
+    # "sgd") from the gradient for its features; the models of the grid then run one after
+    # another (``lax.map``), since under ``vmap`` the layer's conditionals would run every branch.
+    output_layer: str = "dense"
 
     @property
     def grid(self) -> list[tuple[float, int]]:
@@ -102,8 +110,23 @@ class Trainer:
     def __init__(self, config: RunConfig, data: Dataset):
         self.config = config
         self.model = models.get(config.model, config.widths)
-        self.loss, self.log_probabilities = losses.get(config.loss).bind(config.hyper)
-        self.optimizer = optax.inject_hyperparams(optax.adam)
+        loss = losses.get(config.loss)
+        self.loss, self.log_probabilities = loss.bind(config.hyper)
+        if config.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {config.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        self.optimizer = optax.inject_hyperparams(OPTIMIZERS[config.optimizer])
+        if config.output_layer not in ("dense", "factored"):
+            raise ValueError(f"output_layer must be 'dense' or 'factored', got {config.output_layer!r}")
+        self.factored = config.output_layer == "factored"
+        if self.factored and (loss.on_statistics is None or config.optimizer != "sgd"):
+            raise ValueError(
+                f"output_layer='factored' trains by exact SGD a loss of the spherical family: it "
+                f"needs optimizer='sgd' (got {config.optimizer!r}) and a loss with statistics "
+                f"(got {config.loss!r}; these have them: "
+                f"{', '.join(n for n, entry in losses.LOSSES.items() if entry.on_statistics)})"
+            )
+        if self.factored:
+            self.loss_on_statistics = loss.bind_statistics(config.hyper)
         devices = np.array(jax.devices())
         if config.batch_size % devices.size:
             raise ValueError(
@@ -138,7 +161,12 @@ class Trainer:
         def init_one(seed, learning_rate):
             init_key, data_key = jax.random.split(jax.random.key(seed))
             params = self.model.init(init_key, self.input_shape, self.num_classes)
-            opt_state = self.optimizer(learning_rate=learning_rate).init(params)
+            if self.factored:  # the bias is the last column of the factored weights
+                output = params.pop("output")
+                weights = jnp.concatenate([output["w"].T, output["b"][:, None]], 1)
+                params = {"body": params, "output": softfam.factored_output(weights)}
+            trained = params["body"] if self.factored else params
+            opt_state = self.optimizer(learning_rate=learning_rate).init(trained)
             return {"params": params, "opt_state": opt_state, "data_key": jax.random.key_data(data_key)}
 
         return jax.jit(jax.vmap(init_one))(seeds, learning_rates.astype(jnp.float32))
@@ -163,11 +191,28 @@ class Trainer:
             updates, opt_state = self.optimizer(learning_rate=0.0).update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, loss
 
+        def factored_update(params, opt_state, x, y):
+            def features(body):  # with a constant 1 for the bias column
+                h = self.model.features(body, x)
+                return jnp.concatenate([h, jnp.ones((h.shape[0], 1), h.dtype)], 1)
+
+            hidden, backprop = jax.vjp(features, params["body"])
+            loss, grad_hidden, output = softfam.factored_step(
+                params["output"], hidden, y, self.loss_on_statistics,
+                opt_state.hyperparams["learning_rate"],
+            )
+            (grads,) = backprop(grad_hidden)
+            updates, opt_state = self.optimizer(learning_rate=0.0).update(grads, opt_state, params["body"])
+            return {"body": optax.apply_updates(params["body"], updates), "output": output}, opt_state, loss
+
         def step(carry, batch_indices):
             params, opt_state = carry
             x = self._shard_batch(images[batch_indices], axis=1)
             y = self._shard_batch(labels[batch_indices], axis=1)
-            params, opt_state, loss = jax.vmap(update)(params, opt_state, x, y)
+            if self.factored:
+                params, opt_state, loss = jax.lax.map(lambda a: factored_update(*a), (params, opt_state, x, y))
+            else:
+                params, opt_state, loss = jax.vmap(update)(params, opt_state, x, y)
             return (params, opt_state), loss
 
         (params, opt_state), step_losses = jax.lax.scan(
@@ -178,6 +223,9 @@ class Trainer:
     def _evaluate_chunks(self, params, images, labels, weights) -> metrics.Totals:
         """Sums over ``images`` (chunks, chunk size, ...) for every model."""
 
+        if self.factored:
+            params = jax.vmap(self._dense_params)(params)
+
         def chunk_totals(chunk):
             x, y, w = (self._shard_batch(a, 0) for a in chunk)
             logits = jax.vmap(self.model.apply, in_axes=(0, None))(params, x)
@@ -187,6 +235,12 @@ class Trainer:
 
         per_chunk = jax.lax.map(chunk_totals, (images, labels, weights))
         return jax.tree.map(lambda t: jnp.sum(t, 0), per_chunk)
+
+    @staticmethod
+    def _dense_params(params: dict) -> dict:
+        """The model's parameters with a dense output layer, from a factored one."""
+        weights = softfam.dense_output_weights(params["output"])
+        return {**params["body"], "output": {"w": weights[:, :-1].T, "b": weights[:, -1]}}
 
     def evaluate(self, state: dict, split: Split) -> list[dict]:
         """The metrics of every model on ``split``, in the order of ``config.grid``."""

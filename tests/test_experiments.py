@@ -76,7 +76,7 @@ def test_ngram_model_matches_a_numpy_forward_pass():
     params = model.init(jax.random.key(0), (2,), 11)
     tokens = np.array([[4, 4], [0, 10]], np.int32)
     p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
-    (hidden, output) = p["layers"]
+    (hidden,), output = p["hidden"], p["output"]
     x = p["embedding"][tokens].reshape(2, 6)  # one table for both positions
     expected = np.maximum(x @ hidden["w"] + hidden["b"], 0) @ output["w"] + output["b"]
     assert p["embedding"].shape == (11, 3) and expected.shape == (2, 11)
@@ -259,3 +259,27 @@ def test_a_choice_at_the_end_of_its_grid_is_marked():
     assert tables.with_edge_mark(0.001, [0.001, 0.003, 0.01]) == "0.001 (edge)"
     assert tables.with_edge_mark(0.003, [0.001, 0.003, 0.01]) == "0.003"
     assert tables.with_edge_mark(0.003, [0.003]) == "0.003"  # nothing was tuned
+
+
+@pytest.mark.parametrize("loss", ["log-taylor-2", "log-spherical"])
+def test_factored_output_layer_trains_the_dense_sgd_model(tmp_path, digits, loss):
+    """The factored layer's exact SGD step, with the features' gradient backpropagated, gives
+    the model that dense SGD gives (float32 rounding apart)."""
+    hyper = {"epsilon": 0.1} if loss == "log-spherical" else {}
+    runs = {layer: train.run(tiny_run(loss=loss, hyper=hyper, optimizer="sgd", output_layer=layer,
+                                      learning_rates=(0.1,)), tmp_path / layer, digits)
+            for layer in ("dense", "factored")}
+    for dense, factored in zip(runs["dense"], runs["factored"]):
+        for a, b in zip(dense["models"], factored["models"]):
+            assert b["error"] == pytest.approx(a["error"], abs=2e-3)  # at most one example flips
+            assert b["nll"] == pytest.approx(a["nll"], rel=1e-4)
+    assert runs["dense"][-1]["models"][0]["error"] < 0.5  # it learned (chance: 0.9)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(loss="log-softmax", optimizer="sgd"), "'log-softmax'.*log-taylor-2"),
+    (dict(optimizer="adam"), "optimizer='sgd'"),
+])
+def test_factored_output_layer_refuses_what_it_cannot_train(digits, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        train.Trainer(tiny_run(output_layer="factored", **overrides), digits)
