@@ -103,7 +103,7 @@ def wordnet_lm() -> StudyConfig:
 
 def output_size() -> StudyConfig:
     """The controlled output-size study: the synthetic teacher task (experiments.synthetic,
-    20,000 training examples) with D = 10, 100, 1000 and 10000 classes, a 16-128-D ReLU MLP,
+    20,000 training examples) with D = 2, 4, 10, 100, 1000 and 10000 classes, a 16-128-D ReLU MLP,
     10 epochs of Adam, 5 losses, 5 seeds.
 
     Command: ``python -m experiments run output-size`` (OUTPUT_SIZE_MINUTES).
@@ -121,7 +121,7 @@ def output_size() -> StudyConfig:
                 epochs=10, batch_size=128, learning_rates=(1e-3, 3e-3, 1e-2),
                 losses=MANY_CLASS_LOSSES, command=command,
             )
-            for d in (10, 100, 1000, 10000)
+            for d in (2, 4, 10, 100, 1000, 10000)
         ),
         command=command,
     )

@@ -88,7 +88,7 @@ def _size_text(log_size: float, sizes: list[int]) -> str:
 def collect(output: Path) -> tuple[dict, list[int], dict[str, dict[int, dict]]]:
     """The study's description, its sizes, and ``runs[loss][D]`` = the test records by seed."""
     study = json.loads((output / "study.json").read_text())
-    sizes, runs = [], {}
+    sizes, runs = [], {}  # sizes in the order of the study, increasing
     for name in study["comparisons"]:
         experiment_path = output / name / "experiment.json"
         if not experiment_path.exists():
@@ -121,17 +121,11 @@ def render(study: dict, sizes: list[int], runs: dict) -> str:
                 cells.append("-" if not values or None in values else tables.mean_std(values, scale, 3 if scale == 1 else 2))
             lines.append(f"| {loss} | " + " | ".join(cells) + " |")
     lines += ["", f"## Where {BASELINE} overtakes {CHALLENGER}", ""]
-    for key, title, scale in METRICS:
-        paired_sizes = [d for d in sizes if d in runs.get(BASELINE, {}) and d in runs.get(CHALLENGER, {})]
-        if len(paired_sizes) < 2:
+    for (key, title, scale), found in zip(METRICS, crossovers(sizes, runs)):
+        if found is None:
             lines.append(f"- {title}: fewer than two sizes with both losses finished.")
             continue
-        per_size = []
-        for d in paired_sizes:
-            a, b = runs[CHALLENGER][d], runs[BASELINE][d]
-            per_size.append(np.array([(a[s][key] - b[s][key]) * scale for s in sorted(set(a) & set(b))]))
-        log_sizes = np.log10(paired_sizes)
-        estimate, low, high = crossover_interval(log_sizes, per_size)
+        paired_sizes, per_size, estimate, low, high = found
         differences = ", ".join(f"{d:,}: {x.mean():+.3f}" for d, x in zip(paired_sizes, per_size))
         lines.append(
             f"- {title}, {CHALLENGER} minus {BASELINE} by D ({differences}): crossover at D = "
@@ -141,9 +135,26 @@ def render(study: dict, sizes: list[int], runs: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def crossovers(sizes: list[int], runs: dict) -> list:
+    """Per metric of METRICS: None, or (sizes with both losses, per-size arrays of the seeds'
+    differences, crossover, interval low, interval high), the last three in log10 D."""
+    found = []
+    paired_sizes = [d for d in sizes if d in runs.get(BASELINE, {}) and d in runs.get(CHALLENGER, {})]
+    for key, _, scale in METRICS:
+        if len(paired_sizes) < 2:
+            found.append(None)
+            continue
+        per_size = []
+        for d in paired_sizes:
+            a, b = runs[CHALLENGER][d], runs[BASELINE][d]
+            per_size.append(np.array([(a[s][key] - b[s][key]) * scale for s in sorted(set(a) & set(b))]))
+        found.append((paired_sizes, per_size, *crossover_interval(np.log10(paired_sizes), per_size)))
+    return found
+
+
 def plot(sizes: list[int], runs: dict, path: Path, title: str) -> None:
     figure, all_axes = tables.plt.subplots(1, len(METRICS), figsize=(11, 4))
-    for axes, (key, label, scale) in zip(all_axes, METRICS):
+    for axes, (key, label, scale), found in zip(all_axes, METRICS, crossovers(sizes, runs)):
         for loss, by_size in runs.items():
             xs = [d for d in sizes if d in by_size and None not in [m[key] for m in by_size[d].values()]]
             if not xs:
@@ -151,9 +162,15 @@ def plot(sizes: list[int], runs: dict, path: Path, title: str) -> None:
             values = [np.array([m[key] for m in by_size[d].values()]) * scale for d in xs]
             axes.errorbar(xs, [v.mean() for v in values], [v.std(ddof=1) if v.size > 1 else 0 for v in values],
                           marker="o", capsize=3, label=loss)
+        if found is not None and np.isfinite(found[2]):
+            paired_sizes, _, estimate, low, high = found
+            axes.axvline(10 ** estimate, color="black", linestyle="--",
+                         label=f"{BASELINE} overtakes {CHALLENGER}")
+            axes.axvspan(10 ** max(low, np.log10(paired_sizes[0])), 10 ** min(high, np.log10(paired_sizes[-1])),
+                         color="grey", alpha=0.2, label="95 % bootstrap interval")
         axes.set(xscale="log", xlabel="number of classes D", ylabel=label)
-    all_axes[0].legend(fontsize=7)
-    figure.suptitle(f"{title}: mean +- std over seeds (crossovers in table.md)")
+        axes.legend(fontsize=7)
+    figure.suptitle(f"{title}: test metrics, mean +- std over seeds")
     figure.tight_layout()
     tables.save(figure, path)
 
