@@ -12,3 +12,12 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 def x64():
     with jax.enable_x64(True):
         yield
+
+
+@pytest.fixture
+def hermetic_data(monkeypatch, tmp_path):
+    """No $SOFTFAM_DATA and an empty system data directory, whatever the machine has."""
+    from experiments import data
+
+    monkeypatch.delenv("SOFTFAM_DATA", raising=False)
+    monkeypatch.setattr(data, "SYSTEM_DATA_DIR", tmp_path / "system")

@@ -18,11 +18,7 @@ IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
-@pytest.fixture(autouse=True)
-def hermetic(monkeypatch, tmp_path):
-    """No $SOFTFAM_DATA and an empty system data directory, whatever the machine has."""
-    monkeypatch.delenv("SOFTFAM_DATA", raising=False)
-    monkeypatch.setattr(data, "SYSTEM_DATA_DIR", tmp_path / "system")
+pytestmark = pytest.mark.usefixtures("hermetic_data")
 
 
 def sha256(content: bytes) -> str:

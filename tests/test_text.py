@@ -14,11 +14,7 @@ REAL_WORDNET = Path("/usr/share/wordnet")
 REAL_WORDNET_TOKENS = 1_677_386  # measured, see the module docstring of experiments.text
 
 
-@pytest.fixture(autouse=True)
-def hermetic(monkeypatch, tmp_path):
-    """No $SOFTFAM_DATA and an empty system data directory, whatever the machine has."""
-    monkeypatch.delenv("SOFTFAM_DATA", raising=False)
-    monkeypatch.setattr(data, "SYSTEM_DATA_DIR", tmp_path / "system")
+pytestmark = pytest.mark.usefixtures("hermetic_data")
 
 
 def sha256(content: bytes) -> str:
