@@ -104,7 +104,7 @@ def wordnet_lm() -> StudyConfig:
 def output_size() -> StudyConfig:
     """The controlled output-size study: the synthetic teacher task (experiments.synthetic,
     20,000 training examples) with D = 2, 4, 10, 100, 1000 and 10000 classes, a 16-128-D ReLU MLP,
-    10 epochs of Adam, 5 losses, 5 seeds.
+    10 epochs of Adam, 5 losses, learning rates 1e-3 to 0.1, 5 seeds.
 
     Command: ``python -m experiments run output-size`` (OUTPUT_SIZE_MINUTES).
     Writes ``results/output-size/``: a table per D (``teacher-<D>/``) and the losses against D
@@ -118,7 +118,7 @@ def output_size() -> StudyConfig:
         comparisons=tuple(
             ComparisonConfig(
                 name=f"teacher-{d}", dataset=f"teacher-{d}", model="mlp", widths=(128,),
-                epochs=10, batch_size=128, learning_rates=(1e-3, 3e-3, 1e-2),
+                epochs=10, batch_size=128, learning_rates=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
                 losses=MANY_CLASS_LOSSES, command=command,
             )
             for d in (2, 4, 10, 100, 1000, 10000)
