@@ -84,9 +84,9 @@ def throughput(history: list[dict]) -> float:
 
 
 def seconds_per_epoch(history: list[dict]) -> float:
-    """Training seconds per epoch per model: the median over epochs after the first of the
-    run's epoch time over its number of models."""
-    return float(np.median([r["train_seconds"] / len(r["models"]) for r in _timed_epochs(history)]))
+    """Wall-clock training seconds per epoch of the run (all its models): the median over
+    epochs after the first."""
+    return float(np.median([r["train_seconds"] for r in _timed_epochs(history)]))
 
 
 def paired_difference(runs: dict, loss: str, baseline: str, key: str = "error",
@@ -167,7 +167,7 @@ def render(experiment: dict, runs: dict) -> str:
         lines += ["", f"**Incomplete**: no finished final run yet for {', '.join(missing)}."]
     if language_model:
         header = ("| loss | learning rate | hyperparameter | test perplexity | top-1 accuracy (%) "
-                  "| top-10 accuracy (%) | train tokens/s per model | train s/epoch per model |")
+                  "| top-10 accuracy (%) | train tokens/s per model | train s/epoch, all seeds |")
     else:
         header = ("| loss | learning rate | hyperparameter | test error (%) | test NLL | test ECE (%) "
                   "| test Brier | train examples/s per model |")
@@ -197,7 +197,9 @@ def render(experiment: dict, runs: dict) -> str:
           if any(run["config"].get("output_layer") == "factored" for run in runs.values()) else []),
         f"Training throughput: {'tokens' if language_model else 'examples'} per second per model "
         "on this run's machine (env.json), the median over epochs after the first; the seeds of "
-        "a run are trained at once under `vmap`.",
+        "a run are trained together (at once under `vmap`; one after the other under `lax.map` "
+        "with the factored layer), so a model's throughput is its training examples per epoch over "
+        "the run's wall-clock seconds per epoch.",
         "",
         "## Does the paper's claim hold here?",
         "",

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from experiments import __main__ as cli
-from experiments import data, study, synthetic, text
+from experiments import data, study, synthetic, tables, text
 
 WORDNET = Path("/usr/share/wordnet/data.noun")
 
@@ -93,6 +93,15 @@ def test_wordnet_dataset_reorders_training_windows_and_samples_validation():
     assert len(loaded.valid.labels) == text.VALID_WINDOWS
     assert np.isin(loaded.valid.labels, full.valid.labels).all()
     np.testing.assert_array_equal(rows(loaded.test), rows(full.test))
+
+
+def test_throughput_and_epoch_time_describe_the_same_run():
+    # 3 models trained together; 1,000 examples per epoch; the first epoch (compilation) is left out.
+    epochs = [{"split": "valid", "train_examples": 1000, "train_seconds": seconds, "models": [{}] * 3}
+              for seconds in (9.0, 2.0, 2.5, 3.0)]
+    assert tables.seconds_per_epoch(epochs) == 2.5
+    assert tables.throughput(epochs) == 400.0  # examples per second that each model advanced
+    assert tables.throughput(epochs) * tables.seconds_per_epoch(epochs) == 1000
 
 
 @pytest.mark.skipif(not WORDNET.exists(), reason="needs apt-get install wordnet-base")
