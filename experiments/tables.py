@@ -201,6 +201,10 @@ def render(experiment: dict, runs: dict) -> str:
         "with the factored layer), so a model's throughput is its training examples per epoch over "
         "the run's wall-clock seconds per epoch.",
         "",
+    ]
+    if language_model:
+        lines += validation_perplexity_by_epoch(runs)
+    lines += [
         "## Does the paper's claim hold here?",
         "",
     ]
@@ -235,6 +239,24 @@ def render(experiment: dict, runs: dict) -> str:
         lines += ["| loss | MNIST test error (%) | CIFAR-10 test error (%) |", "|---|---|---|"]
         lines += [f"| {loss} | {v['MNIST']} | {v['CIFAR-10']} |" for loss, v in PAPER_ERRORS.items()]
     return "\n".join(lines) + "\n"
+
+
+def validation_perplexity_by_epoch(runs: dict) -> list[str]:
+    """Lines of a table of each loss's validation perplexity after each epoch, mean over seeds:
+    it shows when the fixed budget trained past the best epoch."""
+    with_distribution = {loss: [r for r in run["history"] if r["split"] == "valid"]
+                         for loss, run in runs.items() if run["test"][0]["nll"] is not None}
+    if not with_distribution:
+        return []
+    epochs = [r["epoch"] for r in next(iter(with_distribution.values()))]
+    lines = ["## Validation perplexity after each epoch", "",
+             "Mean over seeds of exp(validation NLL per token); the test row above is after the last epoch.",
+             "", "| loss | " + " | ".join(f"epoch {e}" for e in epochs) + " |",
+             "|---" * (len(epochs) + 1) + "|"]
+    for loss, valid in with_distribution.items():
+        perplexities = [np.mean([np.exp(m["nll"]) for m in r["models"]]) for r in valid]
+        lines.append(f"| {loss} | " + " | ".join(f"{p:.1f}" for p in perplexities) + " |")
+    return lines + [""]
 
 
 def plot_learning_curves(runs: dict, path: Path, title: str) -> None:

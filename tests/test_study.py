@@ -121,6 +121,9 @@ def test_tiny_language_model_study_end_to_end(tmp_path, capsys):
             row = next(line for line in table.splitlines() if line.startswith(f"| {loss} |"))
             shown = f"{np.mean(perplexities):.1f} +- {np.std(perplexities, ddof=1):.1f}"
             assert shown in row
+            valid = [r for r in records if r["split"] == "valid"]
+            by_epoch = [f"{np.mean([math.exp(m['nll']) for m in r['models']]):.1f}" for r in valid]
+            assert f"| {loss} | {' | '.join(by_epoch)} |" in table.split("## Validation perplexity")[1]
         squared = next(line for line in table.splitlines() if line.startswith("| squared-error |"))
         assert squared.split("|")[4].strip() == "-"  # no perplexity without a distribution
         assert "Penn Treebank" in table and "tokens/s" in table
