@@ -3,14 +3,15 @@
 ``python -m experiments run <study>`` runs each comparison of a ``StudyConfig`` into
 ``<output>/<comparison name>/`` (tables and plots of its own, see ``experiments.tables``), then writes
 ``<output>/table.md`` and ``<output>/output_size.png``: each loss's test error and NLL
-against D, and the crossover where log-softmax overtakes log-Taylor.
+against D, and the crossover: the D from which log-softmax stays ahead of log-Taylor.
 
 Crossover: with ``d(D)`` the mean over seeds of log-Taylor's metric minus log-softmax's at D,
-it is the first D at which ``d`` turns from negative (Taylor better) to positive, by linear
-interpolation of ``d`` in log D between the two neighbouring sizes. Its 95 % interval
-resamples the seeds of each size independently (bootstrap, 10,000 resamples); a resample
-whose ``d`` is positive already at the smallest D counts as "below the range", one that never
-turns positive as "beyond the range", so an interval end can be open.
+it is the D after the last size at which ``d`` is not positive (Taylor as good or better), by
+linear interpolation of ``d`` in log D between that size and the next; if ``d`` is positive
+at every size it is "below the range", if it is not positive at the largest size "beyond the
+range" (log-softmax may still be ahead at a smaller D; the table says so). Its 95 % interval
+resamples the seeds of each size independently (bootstrap, 10,000 resamples), so an interval
+end can be open.
 """
 
 from __future__ import annotations
@@ -55,15 +56,17 @@ def run(study: StudyConfig, output: Path, data_dir=None) -> str:
 
 
 def crossover(log_sizes: np.ndarray, differences: np.ndarray) -> float:
-    """log10 D where the differences (one per size, sizes increasing) first turn from negative
-    to positive, interpolated linearly; -inf if the first is already positive, +inf if none is."""
-    if differences[0] > 0:
+    """log10 D from which on the differences (one per size, sizes increasing) stay positive up
+    to the largest size, interpolated linearly from the last size where they are not; -inf if
+    all are positive, +inf if the last is not."""
+    not_positive = np.flatnonzero(differences <= 0)
+    if not_positive.size == 0:
         return -np.inf
-    for i in range(1, len(differences)):
-        if differences[i] > 0:
-            low, high = differences[i - 1], differences[i]
-            return log_sizes[i - 1] + (log_sizes[i] - log_sizes[i - 1]) * (-low) / (high - low)
-    return np.inf
+    i = not_positive[-1]
+    if i == len(differences) - 1:
+        return np.inf
+    low, high = differences[i], differences[i + 1]
+    return log_sizes[i] + (log_sizes[i + 1] - log_sizes[i]) * (-low) / (high - low)
 
 
 def crossover_interval(log_sizes: np.ndarray, per_size: list[np.ndarray],
@@ -120,17 +123,21 @@ def render(study: dict, sizes: list[int], runs: dict) -> str:
                 values = [m[key] for m in by_size.get(d, {}).values()]
                 cells.append("-" if not values or None in values else tables.mean_std(values, scale, 3 if scale == 1 else 2))
             lines.append(f"| {loss} | " + " | ".join(cells) + " |")
-    lines += ["", f"## Where {BASELINE} overtakes {CHALLENGER}", ""]
+    lines += ["", f"## From which D {BASELINE} stays ahead of {CHALLENGER}", ""]
     for (key, title, scale), found in zip(METRICS, crossovers(sizes, runs)):
         if found is None:
             lines.append(f"- {title}: fewer than two sizes with both losses finished.")
             continue
         paired_sizes, per_size, estimate, low, high = found
         differences = ", ".join(f"{d:,}: {x.mean():+.3f}" for d, x in zip(paired_sizes, per_size))
+        ahead_earlier = [f"{d:,}" for d, x in zip(paired_sizes, per_size)
+                         if x.mean() > 0 and np.log10(d) < estimate]
         lines.append(
-            f"- {title}, {CHALLENGER} minus {BASELINE} by D ({differences}): crossover at D = "
-            f"{_size_text(estimate, paired_sizes)}, 95 % bootstrap interval "
-            f"[{_size_text(low, paired_sizes)}, {_size_text(high, paired_sizes)}]."
+            f"- {title}, {CHALLENGER} minus {BASELINE} by D ({differences}): {BASELINE} stays ahead "
+            f"from D {'= ' * bool(np.isfinite(estimate))}{_size_text(estimate, paired_sizes)}, 95 % bootstrap interval "
+            f"[{_size_text(low, paired_sizes)}, {_size_text(high, paired_sizes)}]"
+            + (f"; it is also ahead at D = {', '.join(ahead_earlier)}, and behind at a larger D."
+               if ahead_earlier else ".")
         )
     return "\n".join(lines) + "\n"
 
@@ -165,7 +172,7 @@ def plot(sizes: list[int], runs: dict, path: Path, title: str) -> None:
         if found is not None and np.isfinite(found[2]):
             paired_sizes, _, estimate, low, high = found
             axes.axvline(10 ** estimate, color="black", linestyle="--",
-                         label=f"{BASELINE} overtakes {CHALLENGER}")
+                         label=f"{BASELINE} ahead from here on")
             axes.axvspan(10 ** max(low, np.log10(paired_sizes[0])), 10 ** min(high, np.log10(paired_sizes[-1])),
                          color="grey", alpha=0.2, label="95 % bootstrap interval")
         axes.set(xscale="log", xlabel="number of classes D", ylabel=label)

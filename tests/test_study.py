@@ -26,7 +26,8 @@ def standard_dtype_promotion():
 @pytest.mark.parametrize("differences, expected", [
     ([-1.0, -1.0, 1.0], 2.5),  # halfway between 10^2 and 10^3 in log D
     ([-3.0, 1.0, 2.0], 1.75),  # a quarter of the way back from 10^2 to 10^1
-    ([-1.0, 2.0, -1.0], 1 + 1 / 3),  # the first turn counts
+    ([1.0, -1.0, 3.0], 2.25),  # the last turn counts: ahead for good from there
+    ([-1.0, 2.0, -1.0], math.inf),  # ahead at 10^2, behind again at the largest size
     ([0.5, 1.0, 1.0], -math.inf),  # softmax better from the start
     ([-1.0, -0.5, 0.0], math.inf),  # never strictly positive
 ])
@@ -108,7 +109,7 @@ def test_throughput_and_epoch_time_describe_the_same_run():
 def test_tiny_language_model_study_end_to_end(tmp_path, capsys):
     assert cli.main(["run", "tiny-lm", "--output", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
-    assert "D = 12" in printed and "D = 102" in printed and "crossover at D" in printed
+    assert "D = 12" in printed and "D = 102" in printed and "log-softmax stays ahead from D" in printed
     for vocabulary, num_classes in (("10", 12), ("100", 102)):
         directory = tmp_path / f"wordnet-{vocabulary}"
         table = (directory / "table.md").read_text()
