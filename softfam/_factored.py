@@ -19,8 +19,8 @@ and ``Y`` (D x m) holds ``-eta g_oj`` at ``(c_j, j)``. Hence ``U' = U (I - M)``,
 ``w' = (I - M)^T w + a``, ``V'[c_j] -= eta g_oj (U'^-T h_j)``, and ``U'^-1 = (I - M)^-1 U^-1``
 by Woodbury, ``(I - H^T A H)^-1 = I + H^T (I - A H H^T)^-1 A H`` with ``A = 2 eta diag(g_q)``;
 ``Q'`` and ``w_bar'`` follow from ``W'`` by exact low-rank corrections. The gradient for ``H``
-is ``g_oj W[c_j] + g_sj w_bar + 2 g_qj Q h_j``. All of it costs O(m d^2 + m^2 d), plus an
-O(m) scatter-add into ``V``.
+is ``g_oj W[c_j] + g_sj w_bar + 2 g_qj Q h_j``. ``I - M`` is never formed (``X - H^T A H X``),
+so all of it costs O(m d^2 + m^2 d), no d^3 product, plus an O(m d) scatter-add into ``V``.
 
 Conditioning: every ``check_every`` steps the singular values of ``U`` are computed and its
 inverse is recomputed from them. If at most ``max_corrections`` of them have left
@@ -204,31 +204,38 @@ def factored_step(
     grad_hidden = (g_o[:, None] * target_rows + g_s[:, None] * state.column_sums[None, :]
                    + 2 * g_q[:, None] * hidden_gram)
 
-    # W' = W (I - M) + 1 a^T + Y H, M = H^T A H, A = 2 eta diag(g_q), a = -eta H^T g_s.
+    # W' = W K + 1 a^T + Y H with K = I - M, M = H^T A H, A = 2 eta diag(g_q), a = -eta H^T g_s.
+    # K is symmetric and never formed: K X = X - H^T A H X costs O(m d k) for X (d, k).
     a_diag = 2 * eta * g_q
-    m_matrix = hidden.T @ (a_diag[:, None] * hidden)
-    keep = jnp.eye(d, dtype=dtype) - m_matrix  # I - M
+
+    def keep(x):  # K x for x of shape (d,) or (d, k)
+        return x - hidden.T @ ((a_diag if x.ndim == 1 else a_diag[:, None]) * (hidden @ x))
+
     a = -eta * (hidden.T @ g_s)
     y = -eta * g_o  # Y's entries, at rows c_j
-    u = state.u @ keep
-    # (I - M)^-1 = I + H^T (I_m - A H H^T)^-1 A H  (Woodbury, no inverse of A needed)
+    u = keep(state.u.T).T  # U K
+    # K^-1 = I + H^T (I_m - A H H^T)^-1 A H  (Woodbury, no inverse of A needed)
     small = jnp.eye(m, dtype=dtype) - a_diag[:, None] * (hidden @ hidden.T)
-    keep_inverse = jnp.eye(d, dtype=dtype) + hidden.T @ jnp.linalg.solve(small, a_diag[:, None] * hidden)
-    u_inverse = keep_inverse @ state.u_inverse
-    # V'[c_j] += y_j (U'^-T h_j): W' - W(I - M) - 1 a^T = Y H = (V' - V) U'.
+    woodbury = jnp.linalg.solve(small, a_diag[:, None] * hidden)  # (m, d)
+    u_inverse = state.u_inverse + hidden.T @ (woodbury @ state.u_inverse)  # K^-1 U^-1
+    # V'[c_j] += y_j (U'^-T h_j): W' - W K - 1 a^T = Y H = (V' - V) U'.
     v = state.v.at[labels].add(y[:, None] * (hidden @ u_inverse))
-    offset = keep.T @ state.offset + a
-    # w_bar' = (I - M)^T w_bar + D a + H^T Y^T 1
-    column_sums = keep.T @ state.column_sums + num_classes * a + hidden.T @ y
-    # Q' = W'^T W' with W' = W K + 1 a^T + Y H, K = I - M, and W^T Y = target_rows^T diag(y):
-    wk_y = keep.T @ (target_rows.T * y[None, :])  # K^T W^T Y, (d, m)
+    offset = keep(state.offset) + a
+    # w_bar' = K w_bar + D a + H^T Y^T 1
+    wbar_k = keep(state.column_sums)  # K W^T 1
+    y_sum = hidden.T @ y  # H^T Y^T 1
+    column_sums = wbar_k + num_classes * a + y_sum
+    # Q' = W'^T W' = K Q K + C + C^T + D a a^T + H^T Y^T Y H, with
+    # C = K W^T 1 a^T + K W^T Y H + a (Y^T 1)^T H, W^T Y = target_rows^T diag(y)
+    # and K Q K = Q - M Q - Q M + H^T A (H Q H^T) A H.
+    wk_y = keep(target_rows.T * y[None, :])  # K W^T Y, (d, m)
     same_target = (labels[:, None] == labels[None, :]).astype(dtype)
     y_y = same_target * (y[:, None] * y[None, :])  # Y^T Y, (m, m)
-    wbar_k = keep.T @ state.column_sums  # K^T W^T 1
-    y_sum = hidden.T @ y  # H^T Y^T 1
     cross = jnp.outer(wbar_k, a) + wk_y @ hidden + jnp.outer(a, y_sum)
-    gram = (keep.T @ state.gram @ keep + cross + cross.T + num_classes * jnp.outer(a, a)
-            + hidden.T @ y_y @ hidden)
+    m_gram = hidden.T @ (a_diag[:, None] * hidden_gram)  # M Q, with H Q = hidden_gram
+    inner = a_diag[:, None] * (hidden_gram @ hidden.T) * a_diag[None, :] + y_y  # AHQH^TA + Y^TY
+    gram = (state.gram - m_gram - m_gram.T + hidden.T @ inner @ hidden + cross + cross.T
+            + num_classes * jnp.outer(a, a))
     new_state = FactoredOutput(u, u_inverse, v, gram, column_sums, offset, state.steps + 1)
     return loss, grad_hidden, _condition(new_state, new_state.steps % check_every == 0,
                                          singular_range, max_corrections)
