@@ -8,7 +8,7 @@ donated, so that W or V is updated in place, and timed over chains of steps (one
 conditioning check per ``CHECK_EVERY`` steps included), the two taking turns, best of the
 repeats. The theoretical speedup is D / (4 d) (Vincent et al. 2015).
 
-Command: ``python -m experiments benchmark factored`` (FACTORED_MINUTES on 2 CPU cores);
+Command: ``python -m experiments benchmark factored`` (5 minutes on 2 CPU cores);
 writes ``results/benchmarks/factored.md``.
 """
 
