@@ -45,14 +45,15 @@ def totals(
     scores = logits if log_probabilities is None else log_probabilities(logits).astype(jnp.float32)
     target_score = jnp.take_along_axis(scores, labels[:, None], -1)
     rank = jnp.sum(scores > target_score, -1)  # classes scored strictly above the target
-    top10_correct = jnp.sum(weights * (rank < 10).astype(jnp.float32))
+    scored = ~jnp.any(jnp.isnan(scores), -1)  # a row with a NaN (a diverged model) ranks nothing
+    top10_correct = jnp.sum(weights * ((rank < 10) & scored).astype(jnp.float32))
     if log_probabilities is None:
-        errors = jnp.sum(weights * (jnp.argmax(logits, -1) != labels).astype(jnp.float32))
+        errors = jnp.sum(weights * ((jnp.argmax(logits, -1) != labels) | ~scored).astype(jnp.float32))
         zero, zeros = jnp.zeros(()), jnp.zeros((NUM_BINS,))
         return Totals(count, errors, top10_correct, zero, zero, zeros, zeros, zeros)
     probs = jnp.exp(scores)
     prediction = jnp.argmax(probs, -1)
-    correct = weights * (prediction == labels).astype(jnp.float32)
+    correct = weights * ((prediction == labels) & scored).astype(jnp.float32)
     target_log_prob = target_score[:, 0]
     target_prob = jnp.exp(target_log_prob)
     nll = -jnp.sum(jnp.where(weights > 0, weights * target_log_prob, 0))

@@ -91,6 +91,14 @@ def test_squared_error_is_judged_on_error_only():
                        "nll": None, "ece": None, "brier": None}
 
 
+@pytest.mark.parametrize("log_probabilities", [None, jax.nn.log_softmax])
+def test_a_diverged_model_scores_no_correct_prediction(log_probabilities):
+    logits = jnp.array([[jnp.nan, jnp.nan, jnp.nan], [jnp.nan, 0.0, 1.0], [0.1, 0.2, 0.9]])
+    total = metrics.totals(logits, jnp.array([0, 2, 2]), jnp.ones(3), log_probabilities)
+    summary = metrics.summarize(total, has_probabilities=log_probabilities is not None)
+    assert summary["error"] == pytest.approx(2 / 3) and summary["top10_accuracy"] == pytest.approx(1 / 3)
+
+
 @pytest.mark.parametrize("name", losses.LOSSES)
 def test_every_loss_by_name_gives_finite_losses_and_a_distribution(name):
     logits = jnp.asarray(np.random.default_rng(1).normal(size=(4, 6)) * 3, jnp.float32)
