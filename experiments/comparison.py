@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from experiments import losses, train
+from experiments import losses, tables, train
 from experiments.data import Dataset
 from experiments.io import write_json_atomically
 
@@ -66,7 +66,7 @@ def _run_config(config: ComparisonConfig, loss: str, hyper: dict, learning_rates
 
 def last_valid(history: list[dict]) -> list[dict]:
     """The per-model metrics of a run's last validation record."""
-    return [r for r in history if r["split"] == "valid"][-1]["models"]
+    return tables.validation_records(history)[-1]["models"]
 
 
 def choose(candidates: list[tuple[dict, dict]]) -> tuple[dict, float]:

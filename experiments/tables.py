@@ -71,10 +71,19 @@ def mean_std(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
     return f"{values.mean():.{digits}f} +- {values.std(ddof=1) if values.size > 1 else 0.0:.{digits}f}"
 
 
+def validation_records(history: list[dict]) -> list[dict]:
+    """The run's per-epoch validation records, in order."""
+    return [r for r in history if r["split"] == "valid"]
+
+
 def _timed_epochs(history: list[dict]) -> list[dict]:
     """The epochs after the first, which includes compilation (the first if it is the only one)."""
-    epochs = [r for r in history if r["split"] == "valid"]
+    epochs = validation_records(history)
     return epochs[1:] or epochs
+
+
+def _is_factored(run: dict) -> bool:
+    return run["config"].get("output_layer") == "factored"
 
 
 def throughput(history: list[dict]) -> float:
@@ -187,14 +196,14 @@ def render(experiment: dict, runs: dict) -> str:
             metrics = (f"{_column(test, 'error', 100, 2)} | {_column(test, 'nll')} "
                        f"| {_column(test, 'ece', 100, 2)} | {_column(test, 'brier')}")
             speed = f"{throughput(run['history']):,.0f}"
-        layer = " (factored)" if run["config"].get("output_layer") == "factored" else ""
+        layer = " (factored)" if _is_factored(run) else ""
         lines.append(f"| {loss}{layer} | {shown['learning rate']} | {hyper} | {metrics} | {speed} |")
     lines += [
         "",
         "(edge): the chosen value is at an end of its grid; a wider grid might have done better.",
         *(["(factored): the output layer was trained by softfam's factored layer (exact SGD on "
            "the statistics, O(d^2) per example); the other losses used the dense layer."]
-          if any(run["config"].get("output_layer") == "factored" for run in runs.values()) else []),
+          if any(_is_factored(run) for run in runs.values()) else []),
         f"Training throughput: {'tokens' if language_model else 'examples'} per second per model "
         "on this run's machine (env.json), the median over epochs after the first; the seeds of "
         "a run are trained together (at once under `vmap`; one after the other under `lax.map` "
@@ -244,7 +253,7 @@ def render(experiment: dict, runs: dict) -> str:
 def validation_perplexity_by_epoch(runs: dict) -> list[str]:
     """Lines of a table of each loss's validation perplexity after each epoch, mean over seeds:
     it shows when the fixed budget trained past the best epoch."""
-    with_distribution = {loss: [r for r in run["history"] if r["split"] == "valid"]
+    with_distribution = {loss: validation_records(run["history"])
                          for loss, run in runs.items() if run["test"][0]["nll"] is not None}
     if not with_distribution:
         return []
@@ -262,7 +271,7 @@ def validation_perplexity_by_epoch(runs: dict) -> list[str]:
 def plot_learning_curves(runs: dict, path: Path, title: str) -> None:
     figure, (error_axes, nll_axes) = plt.subplots(1, 2, figsize=(11, 4))
     for loss, run in runs.items():
-        valid = [r for r in run["history"] if r["split"] == "valid"]
+        valid = validation_records(run["history"])
         epochs = [r["epoch"] for r in valid]
         for axes, key, scale in ((error_axes, "error", 100), (nll_axes, "nll", 1)):
             if any(m[key] is None for m in valid[0]["models"]):
