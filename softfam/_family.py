@@ -1,22 +1,24 @@
 """The normalizer family ``p_i = f(x_i) / sum_j f(x_j)``, written once.
 
-A member is its log-score ``log f(x)``, computed stably in log space for any finite x; a
-member may add its score ``f(x)`` and scores divided by a per-slice power of two, which are
-faster (no transcendental per element). Everything else is shared (``normalized``): the
-normalizer, probabilities, log-probabilities, masking, axis handling, the dtype policy, the
-derivative of the log-normalizer and the negative log-likelihood ``log sum_j f(x_j) - log f(x_c)``.
+A member (``Member``) is its score ``f``: its log ``log f(x)``, stable for any finite x, and
+``f(x) / C``, ``f'(x) / C`` for a per-slice scale ``C`` chosen so that nothing overflows.
+Everything else is shared: the log-partition ``log Z = log sum_j f(x_j)`` and its derivative
+``f'(x_i) / Z``, probabilities, log-probabilities, masking, excluded classes, axis handling,
+the dtype policy, and the negative log-likelihood ``log Z - log f(x_c)``.
+
+Excluded classes: ``where=False`` and a logit of -inf both exclude a class. Masking uses the
+"double where": excluded inputs are replaced by 0 before any score is computed and the
+outputs are masked afterwards, so an excluded input gets an exactly zero gradient. A NaN or
++inf among a slice's included logits makes that slice's outputs NaN.
 
 Dtype policy: inputs of any floating dtype; work in at least float32; return the input dtype.
-Masking uses the "double where": masked inputs are replaced by 0 before any score is computed
-and the outputs are masked afterwards, so a masked input, however large, gets an exactly zero
-gradient.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -33,26 +35,28 @@ def compute_dtype(dtype: jnp.dtype) -> jnp.dtype:
     return jnp.dtype(jnp.float64 if jnp.dtype(dtype) == jnp.float64 else jnp.float32)
 
 
-class ScaledScores(NamedTuple):
-    """``f(x_i) / C`` over a slice, with ``log C`` gradient-free and chosen so that nothing
-    overflows: ``p_i = scores_i / sum_j scores_j`` and ``log sum_j f(x_j) = log_scale + log
-    sum_j scores_j``."""
+class Scaled(NamedTuple):
+    """``f(x) / C`` and ``f'(x) / C`` for a per-slice scale ``C``; ``log C`` is gradient-free."""
 
     scores: jax.Array
-    log_scale: jax.Array  # kept as size 1 on the class axes
+    slopes: jax.Array
+    log_scale: jax.Array  # log C, kept as size 1 on the class axes
 
 
 class Member(NamedTuple):
-    """A normalizer of the family: its log-score, and optionally two faster ways to its scores.
+    """A normalizer of the family.
 
-    Without ``score`` and ``scaled_scores`` the scores are ``exp(log f(x) - max log f)``, one
-    exp per element (softmax). With them, the scores are ``f(x)`` itself, no transcendental at
-    all, unless some sum overflows; then ``scaled_scores`` are used, which never overflow.
+    ``scaled(x, log_c)`` gives the scores for a scale ``C`` near ``e^log_c`` (members may
+    round it, and report the ``log C`` they used; given that back, they use it unchanged).
+    ``log_scale(logits, axes, where)`` is the scale tried first (it may be 0: ``C = 1``);
+    unless it bounds every score, ``fallback_log_scale(safe_logits, axes)`` does, and is used
+    for the slices whose sum of scores is not finite with the first.
     """
 
     log_score: Callable[[jax.Array], jax.Array]  # log f(x), elementwise, any finite x
-    score: Optional[Callable[[jax.Array], jax.Array]] = None  # f(x); may overflow
-    scaled_scores: Optional[Callable[[jax.Array, tuple[int, ...]], ScaledScores]] = None
+    scaled: Callable[[jax.Array, jax.Array], Scaled]
+    log_scale: Callable[[jax.Array, tuple[int, ...], Optional[jax.Array]], jax.Array]
+    fallback_log_scale: Optional[Callable[[jax.Array, tuple[int, ...]], jax.Array]] = None
 
 
 def _power_of_two(x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -70,26 +74,55 @@ def _power_of_two(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return k.astype(x.dtype), lax.bitcast_convert_type((bias - k) << mantissa_bits, x.dtype)
 
 
-def _taylor_polynomial_scaled(y: jax.Array, b: jax.Array, order: int) -> jax.Array:
+def _scaled_taylor_polynomial(y: jax.Array, b: jax.Array, order: int) -> jax.Array:
     """``T_n(x) b^n`` for ``x = y / b``: ``sum_j y^j b^(n-j) / j!`` by Horner's rule,
     ``b^n + y (b^(n-1) + y/2 (b^(n-2) + ... (b + y/n)))``; with ``|y| <= 4`` and ``b <= 1``
     nothing overflows."""
-    scaled, b_power = jnp.ones_like(y), b
-    for j in range(order, 0, -1):
-        scaled = b_power + y * scaled / j
+    scaled, b_power = b + y * (1 / order), b
+    for j in range(order - 1, 0, -1):
         b_power = b_power * b
+        scaled = b_power + y * scaled * (1 / j)
     return scaled
 
 
-def _row_power_of_two(x: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
-    """``(k, 2^-k)`` of ``max |x|`` over the class axes (kept as size 1)."""
-    return _power_of_two(jnp.max(jnp.abs(x), axes, keepdims=True))
+def _slice_max(x: jax.Array, axes: tuple[int, ...], mask: Optional[jax.Array]) -> jax.Array:
+    """The slice's largest included value, gradient-free; 0 for a fully excluded slice."""
+    x = lax.stop_gradient(x if mask is None else jnp.where(mask, x, -jnp.inf))
+    largest = jnp.max(x, axes, keepdims=True, initial=-jnp.inf)
+    return jnp.where(largest == -jnp.inf, 0, largest)
+
+
+def _zero_log_scale(x, axes, mask):
+    return jnp.zeros(tuple(1 if a in axes else n for a, n in enumerate(x.shape)), x.dtype)
+
+
+def _power_of_two_member(degree, log_score, scaled_scores) -> Member:
+    """A member whose ``f`` grows like ``|x|^degree``, scaled by ``C = 2^(degree k)``:
+    ``scaled_scores(x b, b)`` is ``f(x) b^degree`` and its derivative in ``x b`` is
+    ``f'(x) b^(degree - 1)``, with ``b = 2^-k``."""
+
+    def scaled(x, log_c):
+        k = jnp.clip(jnp.round(log_c / (degree * math.log(2))), 0, jnp.finfo(x.dtype).maxexp - 2)
+        b = lax.stop_gradient(jnp.ldexp(jnp.ones_like(k), -k.astype(jnp.int32)))
+        scores, slopes = jax.jvp(lambda y: scaled_scores(y, b), (x * b,), (jnp.ones_like(x),))
+        return Scaled(scores, slopes * b, (degree * math.log(2)) * k)
+
+    def fallback_log_scale(x, axes):  # |x| b < 2 for every included x
+        largest = jnp.max(jnp.abs(lax.stop_gradient(x)), axes, keepdims=True)
+        return degree * jnp.log(jnp.maximum(largest, 1))
+
+    return Member(log_score, scaled, _zero_log_scale, fallback_log_scale)
 
 
 # --- The members. ----------------------------------------------------------------------------
 
 
-SOFTMAX = Member(log_score=lambda x: x)
+def _softmax_scaled(x, log_c):
+    scores = jnp.exp(x - log_c)
+    return Scaled(scores, scores, log_c)
+
+
+SOFTMAX = Member(lambda x: x, _softmax_scaled, _slice_max)  # C = e^max x: every score <= 1
 
 
 def taylor(order: int) -> Member:
@@ -97,172 +130,183 @@ def taylor(order: int) -> Member:
 
     Log-score: with ``(k, b = 2^-k)`` from ``_power_of_two(x)``,
     ``log T_n(x) = n k log 2 + log(T_n(x) b^n)``: one log per element and no ``x^n`` formed.
-    Scaled scores: the same with one ``b`` per slice (from ``max |x|``), and no log at all.
     """
     order = _validation.taylor_order(order)
 
     def log_score(x):
         k, b = _power_of_two(x)
-        return (order * math.log(2)) * k + jnp.log(_taylor_polynomial_scaled(x * b, b, order))
+        return (order * math.log(2)) * k + jnp.log(_scaled_taylor_polynomial(x * b, b, order))
 
-    def score(x):
-        return _taylor_polynomial_scaled(x, jnp.ones_like(x), order)
-
-    def scaled_scores(x, axes):
-        k, b = _row_power_of_two(x, axes)
-        return ScaledScores(_taylor_polynomial_scaled(x * b, b, order), (order * math.log(2)) * k)
-
-    return Member(log_score, score, scaled_scores)
+    return _power_of_two_member(
+        order, log_score, lambda y, b: _scaled_taylor_polynomial(y, b, order)
+    )
 
 
 def spherical(epsilon: jax.typing.ArrayLike) -> Member:
-    """Spherical softmax, ``f = x^2 + eps`` with ``eps > 0``.
-
-    With ``(k, b = 2^-k)`` from ``_power_of_two``, ``x^2 + eps = 4^k ((x b)^2 + eps b^2)``:
-    per element for the log-score, per slice for the scaled scores, so ``x^2`` never overflows.
-    """
+    """Spherical softmax, ``f = x^2 + eps`` with ``eps > 0``: ``f(x) b^2 = (x b)^2 + eps b^2``."""
     _validation.positive("epsilon", epsilon)
 
-    def scaled(x, k, b):
-        y = x * b
-        return y * y + jnp.asarray(epsilon, x.dtype) * (b * b), (2 * math.log(2)) * k
+    def scaled_scores(y, b):
+        return y * y + jnp.asarray(epsilon, y.dtype) * (b * b)
 
     def log_score(x):
-        scores, log_scale = scaled(x, *_power_of_two(x))
-        return log_scale + jnp.log(scores)
+        k, b = _power_of_two(x)
+        return (2 * math.log(2)) * k + jnp.log(scaled_scores(x * b, b))
 
-    def score(x):
-        return x * x + jnp.asarray(epsilon, x.dtype)
-
-    def scaled_scores(x, axes):
-        return ScaledScores(*scaled(x, *_row_power_of_two(x, axes)))
-
-    return Member(log_score, score, scaled_scores)
+    return _power_of_two_member(2, log_score, scaled_scores)
 
 
 # --- The shared path. ------------------------------------------------------------------------
 
 
-def _masked_log_scores(member: Member, x: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
-    """``log f(x)``, -inf where masked (so that ``exp`` of it is 0, even in the gradient)."""
-    log_scores = member.log_score(x)
-    return log_scores if mask is None else jnp.where(mask, log_scores, -jnp.inf)
+class Classes(NamedTuple):
+    """Logits and which of their entries are included (``where=True`` and not -inf).
 
-
-def _max_log_score(
-    member: Member, x: jax.Array, axes: tuple[int, ...], mask: Optional[jax.Array]
-) -> jax.Array:
-    """The slice's largest unmasked log-score, gradient-free; 0 for a fully masked slice."""
-    log_scores = _masked_log_scores(member, x, mask)
-    if mask is None:
-        return lax.stop_gradient(jnp.max(log_scores, axes, keepdims=True))
-    shift = jnp.max(log_scores, axes, keepdims=True, initial=-jnp.inf)
-    return lax.stop_gradient(jnp.where(jnp.isfinite(shift), shift, 0))
-
-
-class Normalization(NamedTuple):
-    """A member's normalization over the class axes (all kept as size 1 but the scores)."""
-
-    scores: jax.Array  # f(x_i) / C; exactly 0 where masked
-    log_scores: jax.Array  # log f(x_i) - log C; -inf where masked (unused ones cost nothing)
-    slopes: Optional[jax.Array]  # f'(x_i) / C where asked for; exactly 0 where masked
-    log_scale: jax.Array  # log C, gradient-free
-    total: jax.Array  # sum_j f(x_j) / C; 1 for a fully masked slice (finite gradients)
-
-
-def normalized(
-    member: Member,
-    x: jax.Array,
-    axes: tuple[int, ...],
-    mask: Optional[jax.Array],
-    finish: Callable[[Normalization], Any],
-    with_slopes: bool = False,
-) -> Any:
-    """``finish`` applied to the normalization of ``x`` (in the compute dtype) over ``axes``.
-
-    For a member with a direct ``score``, ``sum_j f(x_j)`` is computed first; if it is finite
-    for every slice, ``finish`` sees the unscaled scores (two passes over x, no transcendental),
-    otherwise the scaled ones. ``finish`` runs inside both branches of the ``lax.cond`` so
-    that the scores are recomputed there rather than stored.
+    Scores of excluded entries are computed and then set to 0; the derivatives of ``log Z``
+    and of the probabilities are written out (``custom_jvp``) with exactly 0 there, and
+    functions differentiated by autodiff take ``safe_logits`` (0 in place of excluded
+    entries: the "double where"). So an excluded entry, however large, gets a zero gradient.
     """
-    if mask is not None:
-        x = jnp.where(mask, x, 0)
 
-    def normalization(scores_of, log_scores, x, log_scale, total=None):
-        if with_slopes:
-            scores, slopes = jax.jvp(scores_of, (x,), (jnp.ones_like(x),))
-        else:
-            scores, slopes = scores_of(x), None
-        if mask is not None:
-            scores = jnp.where(mask, scores, 0)
-            log_scores = jnp.where(mask, log_scores, -jnp.inf)
-            slopes = None if slopes is None else jnp.where(mask, slopes, 0)
-        if total is None:
-            total = jnp.sum(scores, axes, keepdims=True)
-        if mask is not None:
-            total = jnp.where(total > 0, total, 1)
-        return finish(Normalization(scores, log_scores, slopes, log_scale, total))
+    logits: jax.Array  # in the compute dtype, as given
+    included: jax.Array  # boolean; a NaN logit is included, so that it poisons its slice
+    where: Optional[jax.Array]  # the caller's mask alone (None when not given)
 
-    if member.score is None:
-        shift = _max_log_score(member, x, axes, mask)
-        return normalization(
-            lambda x: jnp.exp(_masked_log_scores(member, x, mask) - shift),
-            member.log_score(x) - shift, x, shift,
+    @property
+    def safe_logits(self) -> jax.Array:
+        """The logits with 0 in place of excluded entries."""
+        return jnp.where(self.included, self.logits, 0)
+
+
+def classes(x: jax.Array, where: Optional[jax.Array]) -> Classes:
+    """Excludes the classes with ``where=False`` or a logit of -inf."""
+    return Classes(x, x != -jnp.inf if where is None else where & (x != -jnp.inf), where)
+
+
+def _sum_of_scores(member: Member, c: Classes, axes, log_c):
+    scaled = member.scaled(c.logits, log_c)
+    return scaled.log_scale, jnp.sum(jnp.where(c.included, scaled.scores, 0), axes, keepdims=True)
+
+
+def _partition(member: Member, c: Classes, axes) -> tuple[jax.Array, jax.Array]:
+    """``(log C, sum_j f(x_j) / C)``, kept as size 1 on the class axes: with the member's
+    ``log_scale``, or its ``fallback_log_scale`` if some slice's sum is not finite (rare: huge
+    logits; a NaN or +inf makes ``log C`` NaN). The sum is 1 for a fully excluded slice, so
+    that ``log Z = 0`` there and every gradient stays finite."""
+    log_c, total = _sum_of_scores(member, c, axes, member.log_scale(c.logits, axes, c.where))
+    if member.fallback_log_scale is not None:
+
+        def rescaled(x, where):  # the classes again from x: only x goes through the cond
+            c = classes(x, where)
+            log_c, total = _sum_of_scores(
+                member, c, axes, member.fallback_log_scale(c.safe_logits, axes)
+            )
+            return jnp.where(jnp.isfinite(log_c), log_c, jnp.nan), total
+
+        log_c, total = lax.cond(
+            jnp.all(jnp.isfinite(total)), lambda *_: (log_c, total), rescaled, c.logits, c.where
         )
-    scores = member.score(x)
-    total = jnp.sum(scores if mask is None else jnp.where(mask, scores, 0), axes, keepdims=True)
+    return log_c, jnp.where(total > 0, total, 1)
 
-    def unscaled(x, total):  # f(x) >= its positive minimum: its log is safe
-        return normalization(
-            member.score, jnp.log(member.score(x)), x, jnp.zeros_like(total), total
-        )
 
-    def scaled(x, total):
-        log_scale = member.scaled_scores(x, axes).log_scale
-        return normalization(
-            lambda x: member.scaled_scores(x, axes).scores,
-            member.log_score(x) - log_scale, x, log_scale,
-        )
-
-    return lax.cond(jnp.all(jnp.isfinite(total)), unscaled, scaled, x, total)
+def _over_partition(member: Member, c: Classes, log_c, total) -> Scaled:
+    """``f(x_i) / Z`` and ``f'(x_i) / Z``, exactly 0 where excluded."""
+    scaled = member.scaled(c.logits, log_c)
+    inverse = 1 / total  # the masked scores are those summed when log_c is the same: shared
+    return Scaled(jnp.where(c.included, scaled.scores, 0) * inverse,
+                  jnp.where(c.included, scaled.slopes, 0) * inverse, log_c)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
-def _log_normalizer(member: Member, axes: tuple[int, ...], x: jax.Array, mask) -> jax.Array:
-    return normalized(member, x, axes, mask, lambda n: n.log_scale + jnp.log(n.total))
+def _log_partition(member: Member, axes: tuple[int, ...], c: Classes) -> jax.Array:
+    log_c, total = _partition(member, c, axes)
+    return log_c + jnp.log(total)
 
 
-@_log_normalizer.defjvp
-def _log_normalizer_jvp(member, axes, primals, tangents):
-    x, mask = primals
-    value, weights = normalized(
-        member, x, axes, mask,
-        lambda n: (n.log_scale + jnp.log(n.total), n.slopes / n.total),
-        with_slopes=True,
-    )
-    return value, jnp.sum(weights * tangents[0], axes, keepdims=True)
+@_log_partition.defjvp
+def _log_partition_jvp(member, axes, primals, tangents):
+    (c,), (dc,) = primals, tangents
+    log_c, total = _partition(member, c, axes)
+    slopes = _over_partition(member, c, log_c, total).slopes
+    return log_c + jnp.log(total), jnp.sum(slopes * dc.logits, axes, keepdims=True)
 
 
-def log_normalizer(
-    member: Member, x: jax.Array, axes: tuple[int, ...], mask: Optional[jax.Array]
-) -> jax.Array:
-    """``log sum_j f(x_j)`` over ``axes`` (kept as size 1); 0 for a fully masked slice.
+def log_partition(member: Member, c: Classes, axes: tuple[int, ...]) -> jax.Array:
+    """``log Z = log sum_j f(x_j)`` over ``axes`` (kept as size 1); 0 for a fully excluded slice.
 
-    Its derivative ``f'(x_i) / sum_j f(x_j)`` is given directly (``custom_jvp``), computed
-    with the scores in one ``normalized`` call: reverse mode then stores that one array, not
-    the residuals of both branches of the ``lax.cond``.
+    Its derivative ``f'(x_i) / Z`` is given directly (``custom_jvp``) and computed from ``x``
+    and ``(log C, Z / C)`` alone, so reverse mode needs nothing of the size of ``x`` stored.
     """
-    return _log_normalizer(member, axes, x, mask)
+    return _log_partition(member, axes, c)
 
 
-def log_probabilities(
-    member: Member, x: jax.Array, axes: tuple[int, ...], mask: Optional[jax.Array]
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _probabilities(member: Member, axes: tuple[int, ...], c: Classes) -> jax.Array:
+    return _over_partition(member, c, *_partition(member, c, axes)).scores
+
+
+@_probabilities.defjvp
+def _probabilities_jvp(member, axes, primals, tangents):
+    """``dp_i = f'(x_i) dx_i / Z - p_i sum_j f'(x_j) dx_j / Z``."""
+    (c,), (dc,) = primals, tangents
+    probs, slopes, _ = _over_partition(member, c, *_partition(member, c, axes))
+    dscores = slopes * dc.logits
+    return probs, dscores - probs * jnp.sum(dscores, axes, keepdims=True)
+
+
+def _normalizer_arguments(x: jax.typing.ArrayLike, axis: Axis, where):
+    """Checks a normalizer's arguments: the classes in the compute dtype, the axes, the dtype."""
+    x = _validation.floating_array("x", x)
+    axes = _validation.canonical_axes(axis, x.ndim)
+    where = None if where is None else _validation.boolean_mask(where, x.shape)
+    return classes(x.astype(compute_dtype(x.dtype)), where), axes, x.dtype
+
+
+def probabilities(member: Member, x: jax.typing.ArrayLike, axis: Axis, where) -> jax.Array:
+    """``p_i = f(x_i) / sum_j f(x_j)``; exactly 0 where excluded."""
+    c, axes, dtype = _normalizer_arguments(x, axis, where)
+    return _probabilities(member, axes, c).astype(dtype)
+
+
+def _log_probabilities(member: Member, c: Classes, axes: tuple[int, ...]) -> jax.Array:
+    log_probs = member.log_score(c.safe_logits) - log_partition(member, c, axes)
+    return jnp.where(c.included, log_probs, -jnp.inf)
+
+
+def log_probabilities(member: Member, x: jax.typing.ArrayLike, axis: Axis, where) -> jax.Array:
+    """``log p_i = log f(x_i) - log sum_j f(x_j)``; -inf where excluded."""
+    c, axes, dtype = _normalizer_arguments(x, axis, where)
+    return _log_probabilities(member, c, axes).astype(dtype)
+
+
+def cross_entropy(
+    member: Member,
+    logits: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    axis: Axis,
+    where,
 ) -> jax.Array:
-    """``log p_i = log f(x_i) - log sum_j f(x_j)``; -inf where masked. For losses: its
-    gradient is cheap (see ``log_normalizer``)."""
-    x_safe = x if mask is None else jnp.where(mask, x, 0)
-    log_probs = member.log_score(x_safe) - log_normalizer(member, x, axes, mask)
-    return log_probs if mask is None else jnp.where(mask, log_probs, -jnp.inf)
+    """``-sum_i y_i log p_i`` over the included classes, for probability (or one-hot) labels.
+
+    ``0 log 0 = 0``: a zero label at an excluded class adds 0; positive mass on a class
+    excluded by a -inf logit gives +inf. Entries with ``where=False`` are left out of the sum,
+    labels included (as optax).
+    """
+    logits = _validation.floating_array("logits", logits)
+    labels = _validation.floating_array("labels (probabilities)", labels)
+    if labels.shape != logits.shape:
+        raise ValueError(
+            f"labels of shape {labels.shape} must have the logits' shape {logits.shape}"
+        )
+    axes = _validation.canonical_axes(axis, logits.ndim)
+    where = class_mask(where, logits.shape, axes)
+    dtype = compute_dtype(logits.dtype)
+    log_probs = _log_probabilities(member, classes(logits.astype(dtype), where), axes)
+    labels = labels.astype(dtype)
+    if where is not None:
+        labels = jnp.where(where, labels, 0)
+    terms = jnp.where(labels != 0, labels * jnp.where(labels != 0, log_probs, 0), 0)
+    return -jnp.sum(terms, axes).astype(logits.dtype)
 
 
 def class_mask(
@@ -276,62 +320,16 @@ def class_mask(
     return _validation.boolean_mask(where, shape)
 
 
-def _normalizer_arguments(x: jax.typing.ArrayLike, axis: Axis, where):
-    """Checks a normalizer's arguments: ``x`` in the compute dtype, the axes, the mask."""
-    x = _validation.floating_array("x", x)
-    axes = _validation.canonical_axes(axis, x.ndim)
-    mask = None if where is None else _validation.boolean_mask(where, x.shape)
-    return x.astype(compute_dtype(x.dtype)), axes, mask, x.dtype
-
-
-def normalize(member: Member, x: jax.typing.ArrayLike, axis: Axis, where) -> jax.Array:
-    """``p_i = f(x_i) / sum_j f(x_j)``; exactly 0 where masked."""
-    x, axes, mask, dtype = _normalizer_arguments(x, axis, where)
-    probs = normalized(member, x, axes, mask, lambda n: n.scores * (1 / n.total))
-    return probs.astype(dtype)
-
-
-def log_normalize(member: Member, x: jax.typing.ArrayLike, axis: Axis, where) -> jax.Array:
-    """``log p_i = log f(x_i) - log sum_j f(x_j)``; -inf where masked. Inside ``normalized``:
-    the fastest forward pass (``log f`` of the unscaled scores where they are used)."""
-    x, axes, mask, dtype = _normalizer_arguments(x, axis, where)
-    log_probs = normalized(member, x, axes, mask, lambda n: n.log_scores - jnp.log(n.total))
-    return log_probs.astype(dtype)
-
-
-def cross_entropy(
-    member: Member,
-    logits: jax.typing.ArrayLike,
-    labels: jax.typing.ArrayLike,
-    axis: Axis,
-    where,
-) -> jax.Array:
-    """``-sum_i y_i log p_i`` over the class axes, for probability (or one-hot) labels."""
-    logits = _validation.floating_array("logits", logits)
-    labels = _validation.floating_array("labels (probabilities)", labels)
-    if labels.shape != logits.shape:
-        raise ValueError(
-            f"labels of shape {labels.shape} must have the logits' shape {logits.shape}"
-        )
-    axes = _validation.canonical_axes(axis, logits.ndim)
-    mask = class_mask(where, logits.shape, axes)
-    dtype = compute_dtype(logits.dtype)
-    log_probs = log_probabilities(member, logits.astype(dtype), axes, mask)
-    if mask is not None:
-        log_probs = jnp.where(mask, log_probs, 0)
-    return -jnp.sum(labels.astype(dtype) * log_probs, axes).astype(logits.dtype)
-
-
 # --- Integer labels. -------------------------------------------------------------------------
 
 
 class IntegerLabelBatch(NamedTuple):
     """Logits with their class axes flattened last, and what is known about the labels."""
 
-    logits: jax.Array  # (..., D), in the compute dtype; 0 where masked (double where)
+    classes: Classes  # (..., D), in the compute dtype
     labels: jax.Array  # (...), a valid class index everywhere (0 where the label is invalid)
-    mask: Optional[jax.Array]  # (..., D) or None
-    label_is_valid: jax.Array  # (...): label in [0, D) and its class not masked
+    label_is_valid: jax.Array  # (...): label in [0, D) and its class not masked by ``where``
+    target_is_excluded: jax.Array  # (...): the target's logit is -inf (probability 0)
     out_dtype: jnp.dtype
 
 
@@ -350,19 +348,21 @@ def integer_label_batch(
             f"with class axis {axis!r}: expected labels of shape {batch_shape}"
         )
     num_classes = math.prod(logits.shape[a] for a in axes)
-    mask = class_mask(where, logits.shape, axes)
+    where = class_mask(where, logits.shape, axes)
 
     def classes_last(array):
         return array.transpose(batch_axes + axes).reshape(batch_shape + (num_classes,))
 
-    flat_logits = classes_last(logits).astype(compute_dtype(logits.dtype))
+    x = classes_last(logits).astype(compute_dtype(logits.dtype))
     label_is_valid = (labels >= 0) & (labels < num_classes)
     safe_labels = jnp.where(label_is_valid, labels, 0)
-    if mask is not None:
-        mask = classes_last(mask)
-        flat_logits = jnp.where(mask, flat_logits, 0)
-        label_is_valid &= take_target(mask, safe_labels)
-    return IntegerLabelBatch(flat_logits, safe_labels, mask, label_is_valid, logits.dtype)
+    if where is not None:
+        where = classes_last(where)
+        label_is_valid &= take_target(where, safe_labels)
+    target_is_excluded = take_target(x, safe_labels) == -jnp.inf  # where=False: not valid
+    return IntegerLabelBatch(
+        classes(x, where), safe_labels, label_is_valid, target_is_excluded, logits.dtype
+    )
 
 
 def take_target(values: jax.Array, labels: jax.Array) -> jax.Array:
@@ -370,11 +370,18 @@ def take_target(values: jax.Array, labels: jax.Array) -> jax.Array:
     return jnp.take_along_axis(values, labels[..., None], axis=-1)[..., 0]
 
 
+def target_logit(batch: IntegerLabelBatch) -> jax.Array:
+    """The target's logit, 0 where its class is excluded (the loss says +inf or NaN there)."""
+    target = take_target(batch.classes.logits, batch.labels)
+    return jnp.where(take_target(batch.classes.included, batch.labels), target, 0)
+
+
 def finish_integer_label_loss(loss: jax.Array, batch: IntegerLabelBatch) -> jax.Array:
-    """NaN for an invalid label, exactly 0 for a fully masked example, in the input dtype."""
+    """+inf where the target is excluded by a -inf logit, NaN for an invalid label, exactly 0
+    for a fully excluded example; in the input dtype."""
+    loss = jnp.where(batch.target_is_excluded, jnp.inf, loss)
     loss = jnp.where(batch.label_is_valid, loss, jnp.nan)
-    if batch.mask is not None:
-        loss = jnp.where(jnp.any(batch.mask, axis=-1), loss, 0)
+    loss = jnp.where(jnp.any(batch.classes.included, axis=-1), loss, 0)
     return loss.astype(batch.out_dtype)
 
 
@@ -388,9 +395,9 @@ def integer_label_nll(
 ) -> jax.Array:
     """``log sum_j f(x_j) - log f(x_c)``, with ``x_c - margin`` in place of ``x_c`` if given."""
     batch = integer_label_batch(logits, labels, axis, where)
-    x = batch.logits
-    log_z = log_normalizer(member, x, (x.ndim - 1,), batch.mask)[..., 0]
-    target = take_target(x, batch.labels)
+    x = batch.classes.logits
+    log_z = log_partition(member, batch.classes, (x.ndim - 1,))[..., 0]
+    target = target_logit(batch)
     if margin is None:
         return finish_integer_label_loss(log_z - member.log_score(target), batch)
     # f(x_c - m) in place of f(x_c): the normalizer becomes Z (1 - p_c + p_cm).

@@ -22,7 +22,7 @@ ArrayLike = jax.typing.ArrayLike
 
 
 def softmax_cross_entropy(
-    logits: ArrayLike, labels: ArrayLike, *, axis: Axis = -1, where: ArrayLike | None = None
+    logits: ArrayLike, labels: ArrayLike, axis: Axis = -1, where: ArrayLike | None = None
 ) -> jax.Array:
     """Softmax cross-entropy with probability labels: ``-sum_i y_i log softmax(x)_i``.
 
@@ -47,7 +47,7 @@ def softmax_cross_entropy(
 
 
 def softmax_cross_entropy_with_integer_labels(
-    logits: ArrayLike, labels: ArrayLike, *, axis: Axis = -1, where: ArrayLike | None = None
+    logits: ArrayLike, labels: ArrayLike, axis: Axis = -1, where: ArrayLike | None = None
 ) -> jax.Array:
     """Softmax cross-entropy with integer labels: ``logsumexp(x) - x_c``.
 
@@ -74,10 +74,10 @@ def softmax_cross_entropy_with_integer_labels(
 def soft_margin_softmax_cross_entropy_with_integer_labels(
     logits: ArrayLike,
     labels: ArrayLike,
-    *,
-    margin: ArrayLike = 0.0,
     axis: Axis = -1,
     where: ArrayLike | None = None,
+    *,
+    margin: ArrayLike = 0.0,
 ) -> jax.Array:
     """Soft-margin softmax cross-entropy: the target's logit is lowered by ``margin``.
 
@@ -112,10 +112,10 @@ def soft_margin_softmax_cross_entropy_with_integer_labels(
 def taylor_softmax_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
-    *,
-    order: int = 2,
     axis: Axis = -1,
     where: ArrayLike | None = None,
+    *,
+    order: int = 2,
 ) -> jax.Array:
     """Taylor softmax cross-entropy with probability labels: ``-sum_i y_i log p_i``.
 
@@ -146,10 +146,10 @@ def taylor_softmax_cross_entropy(
 def taylor_softmax_cross_entropy_with_integer_labels(
     logits: ArrayLike,
     labels: ArrayLike,
-    *,
-    order: int = 2,
     axis: Axis = -1,
     where: ArrayLike | None = None,
+    *,
+    order: int = 2,
 ) -> jax.Array:
     """Log-Taylor softmax loss with integer labels: ``log sum_j T_n(x_j) - log T_n(x_c)``.
 
@@ -185,11 +185,11 @@ def taylor_softmax_cross_entropy_with_integer_labels(
 def soft_margin_taylor_softmax_cross_entropy_with_integer_labels(
     logits: ArrayLike,
     labels: ArrayLike,
+    axis: Axis = -1,
+    where: ArrayLike | None = None,
     *,
     order: int = 2,
     margin: ArrayLike = 0.0,
-    axis: Axis = -1,
-    where: ArrayLike | None = None,
 ) -> jax.Array:
     """Soft-margin Taylor softmax cross-entropy: ``T_n(x_c - m)`` in place of ``T_n(x_c)``.
 
@@ -224,10 +224,10 @@ def soft_margin_taylor_softmax_cross_entropy_with_integer_labels(
 def spherical_softmax_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
-    *,
-    epsilon: ArrayLike = DEFAULT_EPSILON,
     axis: Axis = -1,
     where: ArrayLike | None = None,
+    *,
+    epsilon: ArrayLike = DEFAULT_EPSILON,
 ) -> jax.Array:
     """Spherical softmax cross-entropy with probability labels: ``-sum_i y_i log p_i``.
 
@@ -259,10 +259,10 @@ def spherical_softmax_cross_entropy(
 def spherical_softmax_cross_entropy_with_integer_labels(
     logits: ArrayLike,
     labels: ArrayLike,
-    *,
-    epsilon: ArrayLike = DEFAULT_EPSILON,
     axis: Axis = -1,
     where: ArrayLike | None = None,
+    *,
+    epsilon: ArrayLike = DEFAULT_EPSILON,
 ) -> jax.Array:
     """Log-spherical softmax loss with integer labels: ``log(q + D eps) - log(x_c^2 + eps)``.
 
@@ -294,7 +294,7 @@ def spherical_softmax_cross_entropy_with_integer_labels(
 
 
 def squared_error_with_integer_labels(
-    logits: ArrayLike, labels: ArrayLike, *, axis: Axis = -1, where: ArrayLike | None = None
+    logits: ArrayLike, labels: ArrayLike, axis: Axis = -1, where: ArrayLike | None = None
 ) -> jax.Array:
     """Squared error against the one-hot target, summed over classes: ``sum_k (x_k - y_k)^2``.
 
@@ -322,11 +322,11 @@ def squared_error_with_integer_labels(
 def z_loss_with_integer_labels(
     logits: ArrayLike,
     labels: ArrayLike,
+    axis: Axis = -1,
+    where: ArrayLike | None = None,
     *,
     a: ArrayLike = 1.0,
     b: ArrayLike = 2.0,
-    axis: Axis = -1,
-    where: ArrayLike | None = None,
 ) -> jax.Array:
     """The Z-loss with integer labels: ``softplus(a (b - z_c)) / a``, ``z`` the standardized logits.
 
@@ -359,10 +359,10 @@ def z_loss_with_integer_labels(
 def softmax_cross_entropy_upper_bound_with_integer_labels(
     logits: ArrayLike,
     labels: ArrayLike,
-    *,
-    xi: ArrayLike = 1.0,
     axis: Axis = -1,
     where: ArrayLike | None = None,
+    *,
+    xi: ArrayLike = 1.0,
 ) -> jax.Array:
     """A spherical upper bound of ``logsumexp(x) - x_c`` (Bouchard's bound).
 

@@ -29,7 +29,7 @@ def softmax(
       >>> softfam.softmax(jnp.array([1.0, 2.0, 3.0])).tolist()
       [0.090031, 0.244728, 0.665241]
     """
-    return _family.normalize(_family.SOFTMAX, x, axis, where)
+    return _family.probabilities(_family.SOFTMAX, x, axis, where)
 
 
 def log_softmax(
@@ -50,7 +50,7 @@ def log_softmax(
       >>> print(softfam.log_softmax(jnp.array([0.0, 0.0])))
       [-0.6931472 -0.6931472]
     """
-    return _family.log_normalize(_family.SOFTMAX, x, axis, where)
+    return _family.log_probabilities(_family.SOFTMAX, x, axis, where)
 
 
 def taylor_softmax(
@@ -84,7 +84,7 @@ def taylor_softmax(
     References:
       de Brebisson & Vincent 2016, arXiv 1511.05042; Banerjee et al. 2020, arXiv 2011.11538.
     """
-    return _family.normalize(_family.taylor(order), x, axis, where)
+    return _family.probabilities(_family.taylor(order), x, axis, where)
 
 
 def log_taylor_softmax(
@@ -114,7 +114,7 @@ def log_taylor_softmax(
     References:
       de Brebisson & Vincent 2016, arXiv 1511.05042.
     """
-    return _family.log_normalize(_family.taylor(order), x, axis, where)
+    return _family.log_probabilities(_family.taylor(order), x, axis, where)
 
 
 def spherical_softmax(
@@ -148,7 +148,7 @@ def spherical_softmax(
       Vincent, de Brebisson & Bouthillier 2015, arXiv 1412.7091; de Brebisson & Vincent
       2016, arXiv 1511.05042.
     """
-    return _family.normalize(_family.spherical(epsilon), x, axis, where)
+    return _family.probabilities(_family.spherical(epsilon), x, axis, where)
 
 
 def log_spherical_softmax(
@@ -177,4 +177,4 @@ def log_spherical_softmax(
     References:
       de Brebisson & Vincent 2016, arXiv 1511.05042.
     """
-    return _family.log_normalize(_family.spherical(epsilon), x, axis, where)
+    return _family.log_probabilities(_family.spherical(epsilon), x, axis, where)

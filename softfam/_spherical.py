@@ -8,10 +8,11 @@ statistics of the logits; an output layer that computes the statistics without t
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from softfam import _family, _validation
 from softfam._validation import Axis
@@ -33,21 +34,43 @@ class SphericalStatistics(NamedTuple):
     num_classes: jax.Array
 
 
+def _sums_over(c: _family.Classes) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(s, q, D)`` over the included classes of ``c`` (classes last)."""
+    x = c.safe_logits
+    return jnp.sum(x, -1), jnp.sum(x * x, -1), jnp.sum(c.included, -1).astype(x.dtype)
+
+
+@jax.custom_jvp
+def _sums(x: jax.Array, where: Optional[jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``_sums_over(classes(x, where))``, first as if no logit were -inf (plain sums, the
+    fastest); the examples are summed again with the exclusions if any sum is not finite."""
+    sums = (jnp.sum(x if where is None else jnp.where(where, x, 0), -1),
+            jnp.sum(x * x if where is None else jnp.where(where, x * x, 0), -1),
+            jnp.sum(where, -1).astype(x.dtype) if where is not None
+            else jnp.full(x.shape[:-1], x.shape[-1], x.dtype))
+    is_finite = jnp.all(jnp.isfinite(sums[0] + sums[1]))
+    return lax.cond(is_finite, lambda *_: sums,
+                    lambda x, where: _sums_over(_family.classes(x, where)), x, where)
+
+
+@_sums.defjvp
+def _sums_jvp(primals, tangents):
+    (x, where), (dx, _) = primals, tangents
+    included = _family.classes(x, where).included
+    dx = jnp.where(included, dx, 0)
+    return _sums(x, where), (jnp.sum(dx, -1), jnp.sum(2 * x * dx, -1), jnp.zeros(x.shape[:-1], x.dtype))
+
+
 def _statistics(batch: _family.IntegerLabelBatch) -> SphericalStatistics:
-    x = batch.logits
-    if batch.mask is None:
-        num_classes = jnp.full(x.shape[:-1], x.shape[-1], x.dtype)
-    else:
-        num_classes = jnp.sum(batch.mask, axis=-1).astype(x.dtype)
+    """The statistics over the included classes."""
     return SphericalStatistics(
-        _family.take_target(x, batch.labels), jnp.sum(x, -1), jnp.sum(x * x, -1), num_classes
+        _family.target_logit(batch), *_sums(batch.classes.logits, batch.classes.where)
     )
 
 
 def spherical_statistics(
     logits: jax.typing.ArrayLike,
     labels: jax.typing.ArrayLike,
-    *,
     axis: Axis = -1,
     where: jax.typing.ArrayLike | None = None,
 ) -> SphericalStatistics:
@@ -58,12 +81,13 @@ def spherical_statistics(
       labels: integer class indices of shape ``[...]``.
       axis: the class axis or axes; with a tuple, a label is a flat index into them.
       where: optional boolean mask of the logits' shape (or of the labels' shape, per
-        example); masked classes count neither in ``s``, ``q`` nor ``D``.
+        example); masked classes, and classes whose logit is -inf, count neither in ``s``,
+        ``q`` nor ``D``.
 
     Returns:
       A ``SphericalStatistics`` of arrays of shape ``[...]`` in at least float32 (so that
       ``q`` cannot overflow a float16). ``target_logit`` is NaN where the label is outside
-      ``[0, num_classes)`` or names a masked class.
+      ``[0, num_classes)`` or names a masked class, and -inf where the target's logit is.
 
     Example:
       >>> import jax.numpy as jnp, softfam
@@ -76,9 +100,8 @@ def spherical_statistics(
     """
     batch = _family.integer_label_batch(logits, labels, axis, where)
     stats = _statistics(batch)
-    return stats._replace(
-        target_logit=jnp.where(batch.label_is_valid, stats.target_logit, jnp.nan)
-    )
+    target_logit = jnp.where(batch.target_is_excluded, -jnp.inf, stats.target_logit)
+    return stats._replace(target_logit=jnp.where(batch.label_is_valid, target_logit, jnp.nan))
 
 
 _SAFE_STATISTICS = SphericalStatistics(0.0, 0.0, 0.0, 1.0)
@@ -94,17 +117,19 @@ def spherical_loss(
 ) -> jax.Array:
     """A dense integer-label loss: ``loss_from_statistics`` applied to the logits' statistics.
 
-    Examples with an invalid label get safe statistics inside (double where), then NaN
-    (or 0 when fully masked), so that they never put a NaN into the gradient.
+    Examples whose statistics are not finite (a NaN or +inf logit) get NaN, and so do invalid
+    labels; an excluded target gives +inf (``finish_integer_label_loss``). Such examples get
+    safe statistics inside (double where), so that they never put a NaN into the gradient.
     """
     batch = _family.integer_label_batch(logits, labels, axis, where)
+    stats = _statistics(batch)
+    is_finite = jnp.isfinite(stats.logit_sum + stats.logit_square_sum)
+    usable = is_finite & batch.label_is_valid & ~batch.target_is_excluded
     stats = SphericalStatistics(
-        *(
-            jnp.where(batch.label_is_valid, value, safe)
-            for value, safe in zip(_statistics(batch), _SAFE_STATISTICS)
-        )
+        *(jnp.where(usable, value, safe) for value, safe in zip(stats, _SAFE_STATISTICS))
     )
-    return _family.finish_integer_label_loss(loss_from_statistics(*stats, **hyperparameters), batch)
+    loss = jnp.where(is_finite, loss_from_statistics(*stats, **hyperparameters), jnp.nan)
+    return _family.finish_integer_label_loss(loss, batch)
 
 
 def _as_statistics(target_logit, logit_sum, logit_square_sum, num_classes):
