@@ -191,22 +191,21 @@ def _sum_of_scores(member: Member, c: Classes, axes, log_c):
 def _partition(member: Member, c: Classes, axes) -> tuple[jax.Array, jax.Array]:
     """``(log C, sum_j f(x_j) / C)``, kept as size 1 on the class axes: with the member's
     ``log_scale``, or its ``fallback_log_scale`` if some slice's sum is not finite (rare: huge
-    logits; a NaN or +inf makes ``log C`` NaN). The sum is 1 for a fully excluded slice, so
+    logits; a NaN or +inf makes the sum NaN). The sum is 1 for a fully excluded slice, so
     that ``log Z = 0`` there and every gradient stays finite."""
     log_c, total = _sum_of_scores(member, c, axes, member.log_scale(c.logits, axes, c.where))
     if member.fallback_log_scale is not None:
 
         def rescaled(x, where):  # the classes again from x: only x goes through the cond
             c = classes(x, where)
-            log_c, total = _sum_of_scores(
-                member, c, axes, member.fallback_log_scale(c.safe_logits, axes)
-            )
-            return jnp.where(jnp.isfinite(log_c), log_c, jnp.nan), total
+            bound = member.fallback_log_scale(c.safe_logits, axes)  # NaN or inf: a bad logit
+            log_c, total = _sum_of_scores(member, c, axes, bound)
+            return log_c, jnp.where(jnp.isfinite(bound), total, jnp.nan)
 
         log_c, total = lax.cond(
             jnp.all(jnp.isfinite(total)), lambda *_: (log_c, total), rescaled, c.logits, c.where
         )
-    return log_c, jnp.where(total > 0, total, 1)
+    return log_c, jnp.where(total == 0, 1, total)
 
 
 def _over_partition(member: Member, c: Classes, log_c, total) -> Scaled:
@@ -301,12 +300,12 @@ def cross_entropy(
     axes = _validation.canonical_axes(axis, logits.ndim)
     where = class_mask(where, logits.shape, axes)
     dtype = compute_dtype(logits.dtype)
-    log_probs = _log_probabilities(member, classes(logits.astype(dtype), where), axes)
+    c = classes(logits.astype(dtype), where)
     labels = labels.astype(dtype)
     if where is not None:
         labels = jnp.where(where, labels, 0)
-    terms = jnp.where(labels != 0, labels * jnp.where(labels != 0, log_probs, 0), 0)
-    return -jnp.sum(terms, axes).astype(logits.dtype)
+    log_probs = jnp.where(c.included | (labels != 0), _log_probabilities(member, c, axes), 0)
+    return -jnp.sum(labels * log_probs, axes).astype(logits.dtype)
 
 
 def class_mask(

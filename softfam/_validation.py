@@ -45,7 +45,8 @@ def boolean_mask(where: jax.typing.ArrayLike, shape: tuple[int, ...]) -> jax.Arr
 
 
 def canonical_axes(axis: Axis, ndim: int) -> tuple[int, ...]:
-    """Returns `axis` (an int, a tuple of ints or None for all) as sorted non-negative axes."""
+    """Returns `axis` (an int, a tuple of ints or None for all) as non-negative axes, in the
+    order given (the order in which integer labels flatten them, as in optax)."""
     if axis is None:
         return tuple(range(ndim))
     axes = axis if isinstance(axis, tuple) else (axis,)
@@ -54,7 +55,7 @@ def canonical_axes(axis: Axis, ndim: int) -> tuple[int, ...]:
             raise TypeError(f"axis must be an int, a tuple of ints or None, got {axis!r}")
         if not -ndim <= a < ndim:
             raise ValueError(f"axis={axis!r} is out of range for an array with {ndim} dimensions")
-    canonical = tuple(sorted(operator.index(a) % ndim for a in axes))
+    canonical = tuple(operator.index(a) % ndim for a in axes)
     if len(set(canonical)) != len(canonical):
         raise ValueError(f"axis={axis!r} repeats an axis")
     return canonical

@@ -91,7 +91,7 @@ def z_loss(logits, labels, a, b, mask=None):
         if len(row) == 0:
             out.append(0.0)
             continue
-        z = (o_c - row.mean()) / row.std()
+        z = (o_c - row.mean()) / row.std() if row.std() > 0 else 0.0  # no spread: z_c = 0
         out.append(np.logaddexp(0.0, a * (b - z)) / a)
     return np.array(out)
 
