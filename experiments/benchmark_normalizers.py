@@ -1,12 +1,16 @@
-"""Time every normalizer's forward pass and every integer-label loss's value_and_grad.
+"""Time every normalizer and loss against jax.nn and optax, interleaved, as ratios.
 
-Baselines measured in the same run: ``x * 1.0`` (an elementwise copy, the memory-bandwidth
-limit), ``jax.nn.softmax`` and ``optax.losses.softmax_cross_entropy_with_integer_labels``.
-Each timing is the best of several repeats of a jitted call (inputs already on the device,
-result blocked on), the functions taking turns in every repeat: the least noisy estimate on
-a shared machine.
+Each softfam function is paired with its baseline: the normalizers with ``jax.nn.softmax``, the
+log twins with ``jax.nn.log_softmax``, the integer-label losses' ``value_and_grad`` with optax's
+``softmax_cross_entropy_with_integer_labels`` and the probability-label losses' with optax's
+``softmax_cross_entropy``. A pair is one timing of the baseline and then one of the candidate
+(A B A B ...), each timing enough back-to-back jitted calls to last ``--min-time`` seconds; the
+ratio of a pair is the baseline's time over the candidate's (>= 1: softfam is no slower), and the
+table gives the median ratio over the pairs with its quartiles. A last table times each function
+against itself with the -inf check taken out (``classes`` not excluding -inf): the cost of
+treating -inf logits as excluded classes.
 
-Command: ``python -m experiments benchmark normalizers`` (about 3 minutes on 2 CPU cores);
+Command: ``python -m experiments benchmark normalizers`` (about 5 minutes on 2 CPU cores);
 writes ``results/benchmarks/normalizers.md``.
 """
 
@@ -14,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import os
 import platform
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -27,33 +33,34 @@ import optax
 
 import softfam
 from experiments.io import write_text_atomically
+from softfam import _family
 
 SHAPES = ((4096, 10), (4096, 1000), (256, 100_000))
 DEFAULT_OUTPUT = Path("results/benchmarks/normalizers.md")
 
-FORWARD = {
-    "copy x * 1.0 (baseline)": lambda x: x * 1.0,
-    "jax.nn.softmax (baseline)": jax.nn.softmax,
+NORMALIZERS = {
     "softmax": softfam.softmax,
-    "log_softmax": softfam.log_softmax,
     "taylor_softmax (order 2)": softfam.taylor_softmax,
-    "log_taylor_softmax (order 2)": softfam.log_taylor_softmax,
+    "taylor_softmax (order 4)": functools.partial(softfam.taylor_softmax, order=4),
     "spherical_softmax": softfam.spherical_softmax,
+}
+LOG_NORMALIZERS = {
+    "log_softmax": softfam.log_softmax,
+    "log_taylor_softmax (order 2)": softfam.log_taylor_softmax,
+    "log_taylor_softmax (order 4)": functools.partial(softfam.log_taylor_softmax, order=4),
     "log_spherical_softmax": softfam.log_spherical_softmax,
 }
-
-LOSSES = {
-    "optax softmax_cross_entropy_with_integer_labels (baseline)":
-        optax.losses.softmax_cross_entropy_with_integer_labels,
+INTEGER_LABEL_LOSSES = {
     "softmax_cross_entropy_with_integer_labels": softfam.softmax_cross_entropy_with_integer_labels,
-    "soft_margin_softmax_cross_entropy_with_integer_labels (margin 0.6)":
-        lambda x, y: softfam.soft_margin_softmax_cross_entropy_with_integer_labels(x, y, margin=0.6),
+    "soft_margin_softmax_cross_entropy_with_integer_labels (margin 0.6)": functools.partial(
+        softfam.soft_margin_softmax_cross_entropy_with_integer_labels, margin=0.6),
     "taylor_softmax_cross_entropy_with_integer_labels (order 2)":
         softfam.taylor_softmax_cross_entropy_with_integer_labels,
-    "taylor_softmax_cross_entropy_with_integer_labels (order 4)":
-        lambda x, y: softfam.taylor_softmax_cross_entropy_with_integer_labels(x, y, order=4),
+    "taylor_softmax_cross_entropy_with_integer_labels (order 4)": functools.partial(
+        softfam.taylor_softmax_cross_entropy_with_integer_labels, order=4),
     "soft_margin_taylor_softmax_cross_entropy_with_integer_labels (order 2, margin 0.6)":
-        lambda x, y: softfam.soft_margin_taylor_softmax_cross_entropy_with_integer_labels(x, y, margin=0.6),
+        functools.partial(softfam.soft_margin_taylor_softmax_cross_entropy_with_integer_labels,
+                          margin=0.6),
     "spherical_softmax_cross_entropy_with_integer_labels":
         softfam.spherical_softmax_cross_entropy_with_integer_labels,
     "squared_error_with_integer_labels": softfam.squared_error_with_integer_labels,
@@ -61,29 +68,41 @@ LOSSES = {
     "softmax_cross_entropy_upper_bound_with_integer_labels":
         softfam.softmax_cross_entropy_upper_bound_with_integer_labels,
 }
+PROBABILITY_LABEL_LOSSES = {
+    "softmax_cross_entropy": softfam.softmax_cross_entropy,
+    "taylor_softmax_cross_entropy (order 2)": softfam.taylor_softmax_cross_entropy,
+    "spherical_softmax_cross_entropy": softfam.spherical_softmax_cross_entropy,
+}
+# (section, baseline name, baseline, candidates, kind of call)
+SECTIONS = (
+    ("Normalizers", "jax.nn.softmax", jax.nn.softmax, NORMALIZERS, "forward"),
+    ("Log twins", "jax.nn.log_softmax", jax.nn.log_softmax, LOG_NORMALIZERS, "forward"),
+    ("Integer-label losses, value_and_grad", "optax.losses.softmax_cross_entropy_with_integer_labels",
+     optax.losses.softmax_cross_entropy_with_integer_labels, INTEGER_LABEL_LOSSES, "integer"),
+    ("Probability-label losses, value_and_grad", "optax.losses.softmax_cross_entropy",
+     optax.losses.softmax_cross_entropy, PROBABILITY_LABEL_LOSSES, "probability"),
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the Markdown table to write")
-    parser.add_argument("--repeats", type=int, default=15, help="repeats per timing (the best is kept)")
-    parser.add_argument("--min-time", type=float, default=0.05, help="seconds per repeat, at least")
+    parser.add_argument("--pairs", type=int, default=30, help="interleaved baseline/candidate pairs")
+    parser.add_argument("--min-time", type=float, default=0.02, help="seconds per timing, at least")
     parser.add_argument(
         "--shapes", type=str, default=",".join(f"{b}x{d}" for b, d in SHAPES),
         help="comma-separated BATCHxCLASSES shapes",
     )
 
 
-def calls_per_timing(fn, args, min_time: float) -> int:
-    """Compiles ``fn`` and returns how many back-to-back calls take at least ``min_time``."""
-    jax.block_until_ready(fn(*args))
-    calls = 1
-    while timed(fn, args, calls) * calls < min_time:
-        calls *= 2
-    return calls
+def compiled(fn, kind: str):
+    """The jitted call timed for ``fn``: the function itself, or the ``value_and_grad`` of its
+    mean loss for the logits."""
+    if kind == "forward":
+        return jax.jit(fn)
+    return jax.jit(jax.value_and_grad(lambda x, y: jnp.mean(fn(x, y))))
 
 
-def timed(fn, args, calls: int) -> float:
-    """Seconds per call of ``calls`` back-to-back calls, blocked on the last result."""
+def seconds_per_call(fn, args, calls: int) -> float:
     start = time.perf_counter()
     for _ in range(calls):
         out = fn(*args)
@@ -91,74 +110,89 @@ def timed(fn, args, calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def best_seconds(fns: dict, args, repeats: int, min_time: float) -> dict:
-    """The best time per call of each function; the functions take turns in every repeat, so
-    that a slow spell of the machine hits them all alike."""
-    calls = {name: calls_per_timing(fn, args, min_time) for name, fn in fns.items()}
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            best[name] = min(best[name], timed(fn, args, calls[name]))
-    return best
+def calls_lasting(fn, args, min_time: float) -> int:
+    """Compiles ``fn`` and returns how many back-to-back calls last at least ``min_time``."""
+    jax.block_until_ready(fn(*args))
+    calls = 1
+    while seconds_per_call(fn, args, calls) * calls < min_time:
+        calls *= 2
+    return calls
 
 
-def loss_value_and_grad(loss):
-    return jax.jit(jax.value_and_grad(lambda x, y: jnp.mean(loss(x, y))))
+def interleaved(baseline, candidate, args, pairs: int, min_time: float) -> dict:
+    """Median and quartiles of baseline time / candidate time over A B A B ... pairs."""
+    calls = max(calls_lasting(baseline, args, min_time), calls_lasting(candidate, args, min_time))
+    ratios, times = [], []
+    for _ in range(pairs):
+        base = seconds_per_call(baseline, args, calls)
+        cand = seconds_per_call(candidate, args, calls)
+        ratios.append(base / cand)
+        times.append(cand)
+    q1, median, q3 = np.percentile(ratios, [25, 50, 75])
+    return {"median": median, "q1": q1, "q3": q3, "ms": 1e3 * float(np.median(times))}
 
 
-def measure(shapes, repeats, min_time, log=print):
-    rows = []
-    for batch, classes in shapes:
-        key_x, key_y = jax.random.split(jax.random.key(0))
-        x = jax.random.normal(key_x, (batch, classes), jnp.float32)
-        y = jax.random.randint(key_y, (batch,), 0, classes)
-        traffic = 2 * x.size * x.dtype.itemsize  # read x, write the output
-        forward = best_seconds({n: jax.jit(f) for n, f in FORWARD.items()}, (x,), repeats, min_time)
-        losses = best_seconds(
-            {n: loss_value_and_grad(f) for n, f in LOSSES.items()}, (x, y), repeats, min_time
-        )
-        for kind, times in (("forward", forward), ("value_and_grad", losses)):
-            for name, seconds in times.items():
-                rows.append((kind, (batch, classes), name, seconds, traffic / seconds / 1e9))
-                log(f"{batch}x{classes} {kind} {name}: {seconds * 1e3:.3f} ms")
+def inputs(shape, kind):
+    key_x, key_y = jax.random.split(jax.random.key(0))
+    x = jax.random.normal(key_x, shape, jnp.float32)
+    labels = jax.random.randint(key_y, shape[:1], 0, shape[1])
+    if kind == "forward":
+        return (x,)
+    return (x, labels if kind == "integer" else jax.nn.one_hot(labels, shape[1], dtype=x.dtype))
+
+
+def _classes_without_exclusion(x, where):
+    """``_family.classes`` with the -inf check taken out: what the exclusion costs."""
+    return _family.Classes(x, jnp.ones(x.shape, bool) if where is None else where, where)
+
+
+def measure(shapes, pairs, min_time, log=print):
+    rows = []  # (section, name, shape, result)
+    for shape in shapes:
+        for section, base_name, baseline, candidates, kind in SECTIONS:
+            args = inputs(shape, kind)
+            base = compiled(baseline, kind)
+            for name, fn in candidates.items():
+                result = interleaved(base, compiled(fn, kind), args, pairs, min_time)
+                rows.append((section, name, shape, result))
+                with mock.patch.object(_family, "classes", _classes_without_exclusion):
+                    unchecked = compiled(fn, kind)
+                    jax.block_until_ready(unchecked(*args))  # traced with the patch
+                cost = interleaved(unchecked, compiled(fn, kind), args, pairs, min_time)
+                rows.append(("Cost of the -inf check", name, shape, cost))
+                log(f"{shape} {name}: {result['median']:.2f} of {base_name}, "
+                    f"{cost['median']:.2f} of itself without the -inf check")
     return rows
 
 
-def render(rows, command: str) -> str:
-    by_key = {(kind, shape, name): seconds for kind, shape, name, seconds, _ in rows}
+def render(rows, command: str, pairs: int) -> str:
+    shapes = sorted({shape for _, _, shape, _ in rows}, key=lambda s: (s[1], s[0]))
+    baselines = {section: base for section, base, *_ in SECTIONS}
     lines = [
         "# Normalizer and loss benchmark",
         "",
         f"Generated by `{command}` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}.",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.processor() or 'cpu'}; "
-        f"devices {jax.devices()}; Python {platform.python_version()}, jax {jax.__version__}, "
-        f"optax {optax.__version__}, numpy {np.__version__}. float32, jitted, best of the repeats.",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores; devices {jax.devices()}; "
+        f"Python {platform.python_version()}, jax {jax.__version__}, optax {optax.__version__}, "
+        f"numpy {np.__version__}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '(default)')}. float32, jitted.",
         "",
-        "GB/s counts reading the logits and writing one array of their size. Forward ratios: the "
-        "copy's time over this time (the fraction of the copy's bandwidth reached); "
-        "`vs jax.nn` is this time over `jax.nn.softmax`'s. value_and_grad ratio: optax's time over "
-        "this time (>= 1 means no slower than optax).",
+        f"Each cell: the median over {pairs} interleaved pairs of the baseline's time over the "
+        "function's time (>= 1: softfam is no slower), [first quartile, third quartile], and "
+        "the function's median time per call. The last table's baseline is the function itself "
+        "with the -inf check taken out (>= 0.95: the check costs at most 5 %).",
         "",
     ]
-    for kind, baseline in (("forward", "copy x * 1.0 (baseline)"),
-                           ("value_and_grad", "optax softmax_cross_entropy_with_integer_labels (baseline)")):
-        shapes = sorted({shape for k, shape, *_ in rows if k == kind}, key=lambda s: (s[1], s[0]))
-        lines.append(f"## {kind}")
-        lines.append("")
-        header = "| function | " + " | ".join(f"{b}x{d}: ms, GB/s, ratio" for b, d in shapes) + " |"
-        lines += [header, "|---" * (len(shapes) + 1) + "|"]
-        names = [name for k, shape, name, *_ in rows if k == kind and shape == shapes[0]]
-        for name in names:
+    for section in dict.fromkeys(section for section, *_ in rows):
+        baseline = baselines.get(section, "the same function without the -inf check")
+        lines += [f"## {section}", "", f"Baseline: `{baseline}`.", "",
+                  "| function | " + " | ".join(f"{b}x{d}" for b, d in shapes) + " |",
+                  "|---" * (len(shapes) + 1) + "|"]
+        for name in dict.fromkeys(name for s, name, *_ in rows if s == section):
             cells = []
             for shape in shapes:
-                seconds = by_key[(kind, shape, name)]
-                gbps = 2 * shape[0] * shape[1] * 4 / seconds / 1e9
-                ratio = by_key[(kind, shape, baseline)] / seconds
-                cell = f"{seconds * 1e3:.3f}, {gbps:.1f}, {ratio:.2f}"
-                if kind == "forward" and name != "jax.nn.softmax (baseline)" and "softmax" in name:
-                    cell += f" ({seconds / by_key[(kind, shape, 'jax.nn.softmax (baseline)')]:.2f} vs jax.nn)"
-                cells.append(cell)
+                r = next(r for s, n, sh, r in rows if (s, n, sh) == (section, name, shape))
+                cells.append(f"{r['median']:.2f} [{r['q1']:.2f}, {r['q3']:.2f}], {r['ms']:.3f} ms")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -166,9 +200,7 @@ def render(rows, command: str) -> str:
 
 def run(args: argparse.Namespace) -> None:
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
-    rows = measure(shapes, args.repeats, args.min_time, log=lambda m: print(m, file=sys.stderr, flush=True))
-    command = args.command_line
-    if os.environ.get("XLA_FLAGS"):  # it changes the numbers: part of the command
-        command = f"XLA_FLAGS={os.environ['XLA_FLAGS']} {command}"
-    write_text_atomically(args.output, render(rows, command) + "\n")
+    rows = measure(shapes, args.pairs, args.min_time,
+                   log=lambda m: print(m, file=sys.stderr, flush=True))
+    write_text_atomically(args.output, render(rows, args.command_line, args.pairs) + "\n")
     print(f"wrote {args.output}", file=sys.stderr)

@@ -1,13 +1,18 @@
 """The public losses, shaped like ``optax.losses``: one value per example, never reduced.
 
-Shared conventions:
+Shared conventions (optax's): every loss is ``loss(logits, labels, axis=-1, where=None, *,
+<hyperparameters>)``, so ``axis`` and ``where`` may be given by position.
   * ``logits`` of any floating dtype; the loss comes back in that dtype.
-  * ``axis`` names the class axis or axes (a tuple flattens them; an integer label is then a
-    flat index into them); ``where`` is a boolean mask of the logits' shape, or of the
-    batch shape (one flag per example). A fully masked example has loss exactly 0.
+  * ``axis`` names the class axis or axes (a tuple flattens them in the order given; an
+    integer label is then a flat index into them); ``where`` is a boolean mask of the logits'
+    shape, or of the batch shape (one flag per example). A fully masked example has loss 0.
+  * A logit of -inf excludes its class exactly like ``where=False``: probability 0, zero
+    gradient, a finite loss. A target class at -inf has probability 0: the loss is +inf for
+    that example alone; with probability labels, a zero label there adds 0 (``0 log 0 = 0``,
+    optax's ``safe_softmax_cross_entropy``). A NaN or +inf logit makes its example's loss NaN.
   * Integer labels are gathered with ``take_along_axis`` (no one-hot array). A label that
-    cannot be checked under ``jit`` -- outside ``[0, num_classes)``, or naming a masked
-    class -- gives a NaN loss (and a zero gradient), so that it cannot go unnoticed.
+    cannot be checked under ``jit`` -- outside ``[0, num_classes)``, or naming a class with
+    ``where=False`` -- gives a NaN loss (and a zero gradient), so that it cannot go unnoticed.
 """
 
 from __future__ import annotations
@@ -87,9 +92,9 @@ def soft_margin_softmax_cross_entropy_with_integer_labels(
     Args:
       logits: shape ``[..., num_classes]``.
       labels: integer class indices, shape ``[...]``.
-      margin: ``m``; 0 gives the plain softmax cross-entropy.
       axis: the class axis or axes.
       where: optional boolean mask of the logits' or the batch shape.
+      margin: ``m``; 0 gives the plain softmax cross-entropy.
 
     Returns:
       The loss, shape ``[...]``.
@@ -124,9 +129,9 @@ def taylor_softmax_cross_entropy(
     Args:
       logits: shape ``[..., num_classes]``.
       labels: probabilities (e.g. one-hot), the logits' shape.
-      order: the even order n >= 2.
       axis: the class axis or axes.
       where: optional boolean mask of the logits' or the batch shape.
+      order: the even order n >= 2.
 
     Returns:
       The loss, shape ``[...]``.
@@ -159,9 +164,9 @@ def taylor_softmax_cross_entropy_with_integer_labels(
     Args:
       logits: shape ``[..., num_classes]``.
       labels: integer class indices, shape ``[...]``.
-      order: the even order n >= 2.
       axis: the class axis or axes.
       where: optional boolean mask of the logits' or the batch shape.
+      order: the even order n >= 2.
 
     Returns:
       The loss, shape ``[...]``.
@@ -198,10 +203,10 @@ def soft_margin_taylor_softmax_cross_entropy_with_integer_labels(
     Args:
       logits: shape ``[..., num_classes]``.
       labels: integer class indices, shape ``[...]``.
-      order: the even order n >= 2.
-      margin: ``m``; 0 gives the plain Taylor softmax loss.
       axis: the class axis or axes.
       where: optional boolean mask of the logits' or the batch shape.
+      order: the even order n >= 2.
+      margin: ``m``; 0 gives the plain Taylor softmax loss.
 
     Returns:
       The loss, shape ``[...]``.
@@ -236,9 +241,9 @@ def spherical_softmax_cross_entropy(
     Args:
       logits: shape ``[..., num_classes]``.
       labels: probabilities (e.g. one-hot), the logits' shape.
-      epsilon: ``eps > 0``.
       axis: the class axis or axes.
       where: optional boolean mask of the logits' or the batch shape.
+      epsilon: ``eps > 0``.
 
     Returns:
       The loss, shape ``[...]``.
@@ -271,9 +276,9 @@ def spherical_softmax_cross_entropy_with_integer_labels(
     Args:
       logits: shape ``[..., num_classes]``.
       labels: integer class indices, shape ``[...]``.
-      epsilon: ``eps > 0``.
       axis: the class axis or axes.
       where: optional boolean mask of the logits' or the batch shape.
+      epsilon: ``eps > 0``.
 
     Returns:
       The loss, shape ``[...]``.
@@ -335,10 +340,10 @@ def z_loss_with_integer_labels(
     Args:
       logits: shape ``[..., num_classes]``.
       labels: integer class indices, shape ``[...]``.
-      a: sharpness ``a > 0``.
-      b: location.
       axis: the class axis or axes.
       where: optional boolean mask of the logits' or the batch shape.
+      a: sharpness ``a > 0``.
+      b: location.
 
     Returns:
       The loss, shape ``[...]``.
@@ -372,9 +377,9 @@ def softmax_cross_entropy_upper_bound_with_integer_labels(
     Args:
       logits: shape ``[..., num_classes]``.
       labels: integer class indices, shape ``[...]``.
-      xi: the bound's variational parameter, ``xi > 0``.
       axis: the class axis or axes.
       where: optional boolean mask of the logits' or the batch shape.
+      xi: the bound's variational parameter, ``xi > 0``.
 
     Returns:
       The loss, shape ``[...]``; never below the softmax cross-entropy.

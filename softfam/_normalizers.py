@@ -1,4 +1,8 @@
-"""The public normalizers, shaped like ``jax.nn.softmax``: each is one member of the family."""
+"""The public normalizers, shaped like ``jax.nn.softmax``: each is one member of the family.
+
+A logit of -inf is an excluded class in every member, as in softmax, where ``exp(-inf) = 0``:
+for Taylor and spherical softmax it is explicit, since ``T_n(-inf) = +inf``.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,8 @@ def softmax(
     Args:
       x: input array of any floating dtype.
       axis: the axis or axes to normalize over (an int, a tuple of ints, or None for all).
-      where: optional boolean mask broadcastable to ``x``; masked entries get probability 0.
+      where: optional boolean mask broadcastable to ``x``; masked entries, and entries of
+        -inf, get probability 0 and a zero gradient. A NaN or +inf makes its slice NaN.
 
     Returns:
       An array of x's shape and dtype.
@@ -40,7 +45,8 @@ def log_softmax(
     Args:
       x: input array of any floating dtype.
       axis: the axis or axes to normalize over (an int, a tuple of ints, or None for all).
-      where: optional boolean mask broadcastable to ``x``; masked entries get -inf.
+      where: optional boolean mask broadcastable to ``x``; masked entries, and entries of
+        -inf, get -inf and a zero gradient. A NaN or +inf makes its slice NaN.
 
     Returns:
       An array of x's shape and dtype.
@@ -69,7 +75,8 @@ def taylor_softmax(
     Args:
       x: input array of any floating dtype.
       axis: the axis or axes to normalize over (an int, a tuple of ints, or None for all).
-      where: optional boolean mask broadcastable to ``x``; masked entries get probability 0.
+      where: optional boolean mask broadcastable to ``x``; masked entries, and entries of
+        -inf, get probability 0 and a zero gradient. A NaN or +inf makes its slice NaN.
       order: the even order n >= 2 of the Taylor polynomial.
 
     Returns:
@@ -99,7 +106,8 @@ def log_taylor_softmax(
     Args:
       x: input array of any floating dtype.
       axis: the axis or axes to normalize over (an int, a tuple of ints, or None for all).
-      where: optional boolean mask broadcastable to ``x``; masked entries get -inf.
+      where: optional boolean mask broadcastable to ``x``; masked entries, and entries of
+        -inf, get -inf and a zero gradient. A NaN or +inf makes its slice NaN.
       order: the even order n >= 2 of the Taylor polynomial.
 
     Returns:
@@ -133,7 +141,8 @@ def spherical_softmax(
     Args:
       x: input array of any floating dtype.
       axis: the axis or axes to normalize over (an int, a tuple of ints, or None for all).
-      where: optional boolean mask broadcastable to ``x``; masked entries get probability 0.
+      where: optional boolean mask broadcastable to ``x``; masked entries, and entries of
+        -inf, get probability 0 and a zero gradient. A NaN or +inf makes its slice NaN.
       epsilon: ``eps > 0``.
 
     Returns:
@@ -163,7 +172,8 @@ def log_spherical_softmax(
     Args:
       x: input array of any floating dtype.
       axis: the axis or axes to normalize over (an int, a tuple of ints, or None for all).
-      where: optional boolean mask broadcastable to ``x``; masked entries get -inf.
+      where: optional boolean mask broadcastable to ``x``; masked entries, and entries of
+        -inf, get -inf and a zero gradient. A NaN or +inf makes its slice NaN.
       epsilon: ``eps > 0``; see ``spherical_softmax`` for the default.
 
     Returns:
