@@ -58,7 +58,8 @@ def _sums_jvp(primals, tangents):
     (x, where), (dx, _) = primals, tangents
     included = _family.classes(x, where).included
     dx = jnp.where(included, dx, 0)
-    return _sums(x, where), (jnp.sum(dx, -1), jnp.sum(2 * x * dx, -1), jnp.zeros(x.shape[:-1], x.dtype))
+    tangent_sums = (jnp.sum(dx, -1), jnp.sum(2 * x * dx, -1), jnp.zeros(x.shape[:-1], x.dtype))
+    return _sums(x, where), tangent_sums
 
 
 def _statistics(batch: _family.IntegerLabelBatch) -> SphericalStatistics:
