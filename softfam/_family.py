@@ -65,13 +65,22 @@ def _power_of_two(x: jax.Array) -> tuple[jax.Array, jax.Array]:
 
     Read off the float's exponent bits: no log, and ``x 2^-k`` is exact.
     """
-    int_dtype, mantissa_bits, bias = (
-        (jnp.int64, 52, 1023) if x.dtype == jnp.float64 else (jnp.int32, 23, 127)
-    )
+    int_dtype, mantissa_bits, bias = _float_layout(x.dtype)
     bits = lax.bitcast_convert_type(lax.stop_gradient(x), int_dtype)
     exponent = ((bits >> mantissa_bits) & (2 * bias + 1)) - (bias - 1)  # frexp's exponent
     k = jnp.clip(exponent, 0, bias - 1)
-    return k.astype(x.dtype), lax.bitcast_convert_type((bias - k) << mantissa_bits, x.dtype)
+    return k.astype(x.dtype), _inverse_power_of_two(k, x.dtype)
+
+
+def _float_layout(dtype) -> tuple[jnp.dtype, int, int]:
+    """(integer dtype of the same width, mantissa bits, exponent bias) of float32 or float64."""
+    return (jnp.int64, 52, 1023) if dtype == jnp.float64 else (jnp.int32, 23, 127)
+
+
+def _inverse_power_of_two(k: jax.Array, dtype) -> jax.Array:
+    """``2^-k`` for integers ``0 <= k < bias``, written straight into the exponent bits."""
+    int_dtype, mantissa_bits, bias = _float_layout(dtype)
+    return lax.bitcast_convert_type((bias - k.astype(int_dtype)) << mantissa_bits, dtype)
 
 
 def _scaled_taylor_polynomial(y: jax.Array, b: jax.Array, order: int) -> jax.Array:
@@ -86,10 +95,10 @@ def _scaled_taylor_polynomial(y: jax.Array, b: jax.Array, order: int) -> jax.Arr
 
 
 def _slice_max(x: jax.Array, axes: tuple[int, ...], mask: Optional[jax.Array]) -> jax.Array:
-    """The slice's largest included value, gradient-free; 0 for a fully excluded slice."""
-    x = lax.stop_gradient(x if mask is None else jnp.where(mask, x, -jnp.inf))
-    largest = jnp.max(x, axes, keepdims=True, initial=-jnp.inf)
-    return jnp.where(largest == -jnp.inf, 0, largest)
+    """The slice's largest included value, gradient-free; the lowest finite float for a fully
+    excluded slice (so that ``x - max`` is -inf, not NaN, at its -inf entries)."""
+    lowest = jnp.finfo(x.dtype).min
+    return jnp.max(lax.stop_gradient(x), axes, keepdims=True, where=mask, initial=lowest)
 
 
 def _zero_log_scale(x, axes, mask):
@@ -103,7 +112,7 @@ def _power_of_two_member(degree, log_score, scaled_scores) -> Member:
 
     def scaled(x, log_c):
         k = jnp.clip(jnp.round(log_c / (degree * math.log(2))), 0, jnp.finfo(x.dtype).maxexp - 2)
-        b = lax.stop_gradient(jnp.ldexp(jnp.ones_like(k), -k.astype(jnp.int32)))
+        b = lax.stop_gradient(_inverse_power_of_two(k, x.dtype))
         scores, slopes = jax.jvp(lambda y: scaled_scores(y, b), (x * b,), (jnp.ones_like(x),))
         return Scaled(scores, slopes * b, (degree * math.log(2)) * k)
 
@@ -191,8 +200,8 @@ def _sum_of_scores(member: Member, c: Classes, axes, log_c):
 def _partition(member: Member, c: Classes, axes) -> tuple[jax.Array, jax.Array]:
     """``(log C, sum_j f(x_j) / C)``, kept as size 1 on the class axes: with the member's
     ``log_scale``, or its ``fallback_log_scale`` if some slice's sum is not finite (rare: huge
-    logits; a NaN or +inf makes the sum NaN). The sum is 1 for a fully excluded slice, so
-    that ``log Z = 0`` there and every gradient stays finite."""
+    logits; a NaN or +inf makes the sum NaN). The sum is at least the smallest normal float,
+    ``tiny``, which only a fully excluded slice reaches: its probabilities are then 0."""
     log_c, total = _sum_of_scores(member, c, axes, member.log_scale(c.logits, axes, c.where))
     if member.fallback_log_scale is not None:
 
@@ -202,10 +211,11 @@ def _partition(member: Member, c: Classes, axes) -> tuple[jax.Array, jax.Array]:
             log_c, total = _sum_of_scores(member, c, axes, bound)
             return log_c, jnp.where(jnp.isfinite(bound), total, jnp.nan)
 
+        # The sums are positive: their sum is finite only if each is (or it falls back).
         log_c, total = lax.cond(
-            jnp.all(jnp.isfinite(total)), lambda *_: (log_c, total), rescaled, c.logits, c.where
+            jnp.isfinite(jnp.sum(total)), lambda *_: (log_c, total), rescaled, c.logits, c.where
         )
-    return log_c, jnp.where(total == 0, 1, total)
+    return log_c, jnp.maximum(total, jnp.finfo(total.dtype).tiny)
 
 
 def _over_partition(member: Member, c: Classes, log_c, total) -> Scaled:
@@ -216,10 +226,14 @@ def _over_partition(member: Member, c: Classes, log_c, total) -> Scaled:
                   jnp.where(c.included, scaled.slopes, 0) * inverse, log_c)
 
 
+def _log(log_c: jax.Array, total: jax.Array) -> jax.Array:
+    """``log Z = log C + log(Z / C)``, and 0 for a fully excluded slice (``Z / C = tiny``)."""
+    return jnp.where(total == jnp.finfo(total.dtype).tiny, 0, log_c + jnp.log(total))
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
 def _log_partition(member: Member, axes: tuple[int, ...], c: Classes) -> jax.Array:
-    log_c, total = _partition(member, c, axes)
-    return log_c + jnp.log(total)
+    return _log(*_partition(member, c, axes))
 
 
 @_log_partition.defjvp
@@ -227,7 +241,7 @@ def _log_partition_jvp(member, axes, primals, tangents):
     (c,), (dc,) = primals, tangents
     log_c, total = _partition(member, c, axes)
     slopes = _over_partition(member, c, log_c, total).slopes
-    return log_c + jnp.log(total), jnp.sum(slopes * dc.logits, axes, keepdims=True)
+    return _log(log_c, total), jnp.sum(slopes * dc.logits, axes, keepdims=True)
 
 
 def log_partition(member: Member, c: Classes, axes: tuple[int, ...]) -> jax.Array:
