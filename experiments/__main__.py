@@ -1,13 +1,22 @@
 """The one entry point: ``python -m experiments <command> ...``.
 
   list                          the experiments and what each writes
+  show <experiment>             print an experiment's config (after any overrides)
   run <experiment>              tune and train every loss, then write the table and plots
   tables <experiment>           regenerate the table and plots from the run directories
   benchmark normalizers         time the normalizers and losses against their baselines
   benchmark factored            time the factored output layer against the dense layer
+
+Any config field can be overridden on ``show`` and ``run``, lists separated by commas:
+  python -m experiments run digits-mlp --config.losses=log-softmax,log-taylor-2 \\
+      --config.seeds=0,1 --config.max_epochs=3
+  python -m experiments run digits-mlp --config.dataset=npz:my_data.npz --output results/mine
+``python -m experiments show digits-mlp`` lists the fields. Compiled programs are cached in
+$SOFTFAM_CACHE (default ~/.cache/softfam/jax), so a command run again compiles nothing.
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +27,27 @@ def _output(args) -> Path:
     return args.output if args.output is not None else Path("results") / args.experiment
 
 
+def _enable_compilation_cache() -> None:
+    """Caches every compiled program on disk, so that a command run again compiles nothing."""
+    import jax
+
+    cache = os.environ.get("SOFTFAM_CACHE", Path.home() / ".cache" / "softfam" / "jax")
+    jax.config.update("jax_compilation_cache_dir", str(cache))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def _run(args, experiment) -> str:
+    """Runs a comparison, or each comparison of a study; returns its table."""
+    from experiments import comparison, data, study, tables
+
+    if isinstance(experiment, configs.Config):
+        comparison.run(experiment, _output(args), data.load(experiment.dataset, args.data_dir),
+                       args.command_line)
+        return tables.write(_output(args))
+    return study.run(args.experiment, experiment, _output(args), args.data_dir, args.command_line)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m experiments", description=__doc__,
@@ -25,10 +55,13 @@ def main(argv=None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="list the experiments")
-    run = commands.add_parser("run", help="run an experiment (resumes where it stopped)")
+    show = commands.add_parser("show", help="print an experiment's config, after --config.KEY=VALUE")
+    run = commands.add_parser("run", help="run an experiment (resumes where it stopped); "
+                                          "override any field with --config.KEY=VALUE")
     tables = commands.add_parser("tables", help="regenerate an experiment's table and plots")
-    for sub in (run, tables):
+    for sub in (show, run, tables):
         sub.add_argument("experiment", choices=sorted(configs.CONFIGS))
+    for sub in (run, tables):
         sub.add_argument("--output", type=Path, help="its directory (default results/<experiment>)")
     run.add_argument("--data-dir", type=Path, help="where dataset files are (before $SOFTFAM_DATA)")
     run.add_argument("--distributed", action="store_true",
@@ -41,39 +74,49 @@ def main(argv=None) -> int:
     bench_targets = bench.add_subparsers(dest="target", required=True)
     for name, module in (("normalizers", benchmark_normalizers), ("factored", benchmark_factored)):
         module.add_arguments(bench_targets.add_parser(name, help=module.__doc__.splitlines()[0]))
-    argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, unknown = parser.parse_known_args(argv)
+    overrides = [a.removeprefix("--config.") for a in unknown if a.startswith("--config.")]
+    if len(overrides) != len(unknown) or (overrides and args.command not in ("show", "run")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.command_line = " ".join(["python -m experiments", *argv])
 
     if args.command == "list":
         for name, get_config in configs.CONFIGS.items():
             print(f"{name}\n    {get_config.__doc__.strip()}\n")
-    elif args.command == "run":
-        from experiments import comparison, data, study, tables
-
-        if args.distributed:
-            import jax
-
-            jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
-        config = configs.get(args.experiment)
-        try:
-            if isinstance(config, study.StudyConfig):
-                print(study.run(config, _output(args), args.data_dir))
-            else:
-                comparison.run(config, _output(args), data.load(config.dataset, args.data_dir))
-                print(tables.write(_output(args)))
-        except data.DataError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-    elif args.command == "tables":
+        return 0
+    if args.command == "benchmark":
+        {"normalizers": benchmark_normalizers, "factored": benchmark_factored}[args.target].run(args)
+        return 0
+    if args.command == "tables":
         from experiments import study, tables
 
-        if isinstance(configs.get(args.experiment), study.StudyConfig):
-            print(study.write(_output(args), with_comparisons=True))
-        else:
-            print(tables.write(_output(args)))
-    elif args.command == "benchmark":
-        {"normalizers": benchmark_normalizers, "factored": benchmark_factored}[args.target].run(args)
+        experiment = configs.get(args.experiment)
+        table = (tables.write(_output(args)) if isinstance(experiment, configs.Config)
+                 else study.write(_output(args), with_comparisons=True))
+        print(table)
+        return 0
+    try:
+        experiment = configs.get(args.experiment, overrides)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.command == "show":
+        for config in (experiment,) if isinstance(experiment, configs.Config) else experiment:
+            print(f"# {config.name}\n{configs.describe(config)}\n")
+        return 0
+    from experiments import data
+
+    _enable_compilation_cache()
+    if args.distributed:
+        import jax
+
+        jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+    try:
+        print(_run(args, experiment))
+    except data.DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

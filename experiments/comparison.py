@@ -1,51 +1,34 @@
 """A comparison of losses on one dataset and model: tune each loss fairly, then train seeds.
 
-For each loss: every setting of its hyperparameter grid (epsilon, margin) is trained with
-every learning rate of the config, one seed (``tuning_seed``); the (setting, learning rate)
-with the lowest final validation error (ties: lowest validation NLL, then the first) is then
-trained with each of ``seeds`` and evaluated once on the test set. The test set plays no part
-in the choice.
+For each loss: every setting of its hyperparameter grid (``Config.grid``) is trained with every
+learning rate and every tuning seed. Settings that diverged on any tuning seed are out; of the
+rest, the (setting, learning rate) with the lowest best-epoch validation error averaged over
+the tuning seeds (ties: lowest validation NLL, then the first) is then trained with each of
+``seeds`` and its best epoch evaluated once on the test set. The test set plays no part in the
+choice.
 
-Directory layout under ``<output>/runs/<loss>/``: ``tune-<setting>/`` for each setting and
-``final/``; each is a run directory (see ``experiments.train``).
+Layout under ``<output>/``: ``config.json`` (the effective config and the command that made
+it) and ``runs/<loss>/``, with ``tune-<setting>/`` for each setting and ``final/``, each a run
+directory (``experiments.train``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
-from experiments import losses, tables, train
+import numpy as np
+
+from experiments import train
+from experiments.configs import Config
 from experiments.data import Dataset
 from experiments.io import write_json_atomically
 
 
-@dataclass(frozen=True)
-class ComparisonConfig:
-    """One experiment: the losses compared, the model, the grids and the seeds."""
-
-    name: str
-    dataset: str
-    model: str
-    widths: tuple[int, ...]
-    epochs: int
-    batch_size: int
-    learning_rates: tuple[float, ...]
-    losses: tuple[str, ...] = losses.COMPARED
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    tuning_seed: int = 0
-    train_subset: Optional[int] = None
-    optimizer: str = "adam"  # see train.RunConfig
-    output_layer: str = "dense"  # "factored": for every loss of the spherical family
-    command: str = ""  # the command that runs it, quoted in its tables
-
-
-def settings(loss: str) -> list[dict[str, float]]:
+def settings(config: Config, loss: str) -> list[dict[str, float]]:
     """Every combination of the loss's hyperparameter grid (one empty setting if none)."""
-    grid = losses.get(loss).grid
+    grid = config.grid(loss)
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
@@ -53,49 +36,52 @@ def setting_name(hyper: dict[str, float]) -> str:
     return "-".join(f"{k}={v:g}" for k, v in sorted(hyper.items())) or "default"
 
 
-def _run_config(config: ComparisonConfig, loss: str, hyper: dict, learning_rates, seeds, test: bool):
-    factored = config.output_layer == "factored" and losses.get(loss).on_statistics is not None
-    return train.RunConfig(
-        dataset=config.dataset, model=config.model, widths=config.widths, loss=loss,
-        learning_rates=tuple(learning_rates), seeds=tuple(seeds), epochs=config.epochs,
-        batch_size=config.batch_size, hyper=hyper, train_subset=config.train_subset,
-        evaluate_test=test, optimizer=config.optimizer,
-        output_layer="factored" if factored else "dense",
-    )
-
-
-def last_valid(history: list[dict]) -> list[dict]:
-    """The per-model metrics of a run's last validation record."""
-    return tables.validation_records(history)[-1]["models"]
+def best_records(history: list[dict]) -> list[dict]:
+    """Each model's validation record at its best epoch, with ``diverged`` from its end record."""
+    valid = {(r["learning_rate"], r["seed"], r["epoch"]): r for r in history if r["split"] == "valid"}
+    return [{**valid[(end["learning_rate"], end["seed"], end["best_epoch"])], "diverged": False}
+            if not end["diverged"] else {**end, "error": np.inf, "nll": None}
+            for end in history if end["split"] == "end"]
 
 
 def choose(candidates: list[tuple[dict, dict]]) -> tuple[dict, float]:
-    """The (setting, learning rate) with the lowest validation error, then NLL; first wins ties."""
+    """The (setting, learning rate) with the lowest mean validation error over its tuning
+    seeds, then NLL; a candidate that diverged on any seed is never chosen; first wins ties."""
+    groups: dict[tuple, list] = {}
+    for hyper, record in candidates:
+        groups.setdefault((setting_name(hyper), record["learning_rate"]), []).append((hyper, record))
 
-    def key(candidate):
-        _, model = candidate
-        return (model["error"], model["nll"] if model["nll"] is not None else 0.0)
+    def key(group):
+        records = [record for _, record in group]
+        nll = [r["nll"] for r in records]
+        return (any(r["diverged"] for r in records), np.mean([r["error"] for r in records]),
+                np.mean(nll) if None not in nll else 0.0)
 
-    hyper, model = min(candidates, key=key)
-    return hyper, model["learning_rate"]
+    group = min(groups.values(), key=key)
+    if key(group)[0]:
+        raise RuntimeError("every setting diverged on some tuning seed")
+    hyper, record = group[0]
+    return hyper, record["learning_rate"]
 
 
-def run(config: ComparisonConfig, output: Path, data: Dataset) -> dict[str, Path]:
+def run(config: Config, output: Path, data: Dataset, command: str) -> dict[str, Path]:
     """Tunes and trains every loss of ``config``; returns each loss's final run directory."""
     output = Path(output)
-    write_json_atomically(output / "experiment.json",
-                          dataclasses.asdict(config) | {"num_classes": data.num_classes})
+    write_json_atomically(output / "config.json", {
+        "config": dataclasses.asdict(config), "command": command, "num_classes": data.num_classes,
+    })
     finals = {}
     for loss in config.losses:
+        trainer = train.trainer(config, loss, data)
         candidates = []
-        for hyper in settings(loss):
-            run_config = _run_config(config, loss, hyper, config.learning_rates, [config.tuning_seed], False)
-            history = train.run(run_config, output / "runs" / loss / f"tune-{setting_name(hyper)}",
-                                data, progress=f"{loss} tune {setting_name(hyper)}")
-            candidates += [(hyper, model) for model in last_valid(history)]
+        for hyper in settings(config, loss):
+            tuning = train.Run(loss, hyper, config.learning_rates, config.tuning_seeds, test=False)
+            history = train.run(config, tuning, output / "runs" / loss / f"tune-{setting_name(hyper)}",
+                                data, trainer, progress=f"{loss} tune {setting_name(hyper)}")
+            candidates += [(hyper, record) for record in best_records(history)]
         hyper, learning_rate = choose(candidates)
         final_dir = output / "runs" / loss / "final"
-        train.run(_run_config(config, loss, hyper, [learning_rate], config.seeds, True), final_dir,
-                  data, progress=f"{loss} final")
+        train.run(config, train.Run(loss, hyper, (learning_rate,), config.seeds, test=True),
+                  final_dir, data, trainer, progress=f"{loss} final")
         finals[loss] = final_dir
     return finals

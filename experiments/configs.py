@@ -1,48 +1,150 @@
-"""The experiments, one config each: ``python -m experiments list`` shows them.
+"""The experiments, one ``Config`` each (a study: several), and their command-line overrides.
 
-Each function's docstring gives the command that runs it, its measured run time on 2 CPU
-cores, and what it writes.
+``python -m experiments list`` shows them, ``python -m experiments show NAME`` prints a config's
+fields, and any field can be overridden on the command line, flax-examples style, with lists
+separated by commas::
+
+    python -m experiments run digits-mlp --config.losses=log-softmax,log-taylor-2 \\
+        --config.seeds=0,1 --config.max_epochs=3
+
+An override of a study applies to each of its comparisons. Each function's docstring gives
+the command that runs it, its measured run time on 2 CPU cores, and what it writes.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Union
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
 
-from experiments.comparison import ComparisonConfig
-from experiments.study import StudyConfig
+from experiments import losses, models
 
 # The losses of the many-class comparisons: log-softmax and the spherical family.
 MANY_CLASS_LOSSES = ("log-softmax", "log-taylor-2", "log-spherical", "z-loss", "squared-error")
+OPTIMIZERS = ("adam", "sgd")
+OUTPUT_LAYERS = ("dense", "factored")
 
 
-def digits_mlp() -> ComparisonConfig:
+@dataclass(frozen=True)
+class Config:
+    """One comparison: the data, the model, the losses, their tuning grids and the budget.
+
+    Each loss is tuned over ``learning_rates`` and its own grid (``epsilons`` for
+    log-spherical, ``margins`` for the soft-margin losses, ``z_loss_a`` and ``z_loss_b`` for
+    the Z-loss) with the ``tuning_seeds``, then trained with each of ``seeds``. A model trains
+    up to ``max_epochs`` and stops once its validation metric has not improved for
+    ``patience`` epochs (None: never early); its best validation epoch is tested.
+    """
+
+    name: str
+    dataset: str  # a name in experiments.data, or npz:PATH
+    model: str  # a name in experiments.models
+    widths: tuple[int, ...]  # the model's sizes, see experiments.models.get
+    losses: tuple[str, ...] = losses.COMPARED
+    learning_rates: tuple[float, ...] = (1e-3, 3e-3, 1e-2)
+    epsilons: tuple[float, ...] = (1e-3, 1e-2, 1e-1)
+    margins: tuple[float, ...] = (0.3, 0.6, 1.0)  # around Banerjee et al.'s default 0.6
+    z_loss_a: tuple[float, ...] = (1.0,)
+    z_loss_b: tuple[float, ...] = (2.0,)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    tuning_seeds: tuple[int, ...] = (0,)
+    batch_size: int = 128
+    max_epochs: int = 10
+    patience: Optional[int] = None
+    optimizer: str = "adam"  # a name in OPTIMIZERS
+    train_subset: Optional[int] = None  # train on the first N training examples only
+    # "factored": softfam's factored layer trains the output layer of every loss of the
+    # spherical family by exact SGD (experiments.factored); the others stay dense.
+    output_layer: str = "dense"
+    description: str = ""
+
+    def grid(self, loss: str) -> dict[str, tuple[float, ...]]:
+        """The tuning grid of each hyperparameter ``loss`` takes."""
+        grids = {"epsilon": self.epsilons, "margin": self.margins, "a": self.z_loss_a,
+                 "b": self.z_loss_b}
+        return {name: grids[name] for name in losses.get(loss).hyperparameters}
+
+    def check(self) -> "Config":
+        """The config itself, or a ValueError naming the field that is wrong."""
+        for loss in self.losses:
+            losses.get(loss)
+        models.get(self.model, self.widths)
+        choices = {"optimizer": OPTIMIZERS, "output_layer": OUTPUT_LAYERS}
+        for field, allowed in choices.items():
+            if getattr(self, field) not in allowed:
+                raise ValueError(f"config.{field}={getattr(self, field)!r}: choose one of "
+                                 f"{', '.join(allowed)}")
+        positive = {"batch_size": self.batch_size, "max_epochs": self.max_epochs,
+                    "patience": self.patience, "train_subset": self.train_subset}
+        for field, value in positive.items():
+            if value is not None and value < 1:
+                raise ValueError(f"config.{field}={value}: must be at least 1")
+        for field in ("losses", "learning_rates", "seeds", "tuning_seeds"):
+            if not getattr(self, field):
+                raise ValueError(f"config.{field} is empty")
+        return self
+
+
+def _parse(name: str, kind, text: str):
+    """The value of field ``name`` of type ``kind`` from its command-line text."""
+    if typing.get_origin(kind) is Union:  # Optional[X]
+        (kind,) = [k for k in typing.get_args(kind) if k is not type(None)]
+        if text.lower() == "none":
+            return None
+    if typing.get_origin(kind) is tuple:
+        item = typing.get_args(kind)[0]
+        return tuple(_parse(name, item, part.strip()) for part in text.split(",") if part.strip())
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"--config.{name}={text}: not a valid {kind.__name__}") from None
+
+
+def override(config: Config, assignments: list[str]) -> Config:
+    """``config`` with each ``KEY=VALUE`` of ``assignments`` applied; a ValueError names an
+    unknown key (and lists the valid ones) or a bad value."""
+    kinds = typing.get_type_hints(Config)
+    changes = {}
+    for assignment in assignments:
+        key, equals, text = assignment.partition("=")
+        if not equals:
+            raise ValueError(f"--config.{assignment}: expected --config.KEY=VALUE")
+        if key not in kinds or key == "name":
+            raise ValueError(f"--config.{key}: no such field; valid keys: "
+                             f"{', '.join(k for k in kinds if k != 'name')}")
+        changes[key] = _parse(key, kinds[key], text)
+    return dataclasses.replace(config, **changes).check()
+
+
+def describe(config: Config) -> str:
+    """The config's fields and values, one per line."""
+    return "\n".join(f"{field.name} = {getattr(config, field.name)!r}"
+                     for field in dataclasses.fields(config))
+
+
+def digits_mlp() -> Config:
     """The quick comparison: 8 losses on the 8x8 digits with a 64-128-128-10 ReLU MLP.
 
     Command: ``python -m experiments run digits-mlp`` (measured: 98 seconds on 2 CPU cores).
     Writes ``results/digits-mlp/``: ``table.md``, ``learning_curves.png``,
     ``reliability.png`` and the run directories under ``runs/``.
     """
-    return ComparisonConfig(
-        name="digits-mlp", dataset="digits", model="mlp", widths=(128, 128), epochs=30,
-        batch_size=64, learning_rates=(1e-3, 3e-3, 1e-2),
-        command="python -m experiments run digits-mlp",
-    )
+    return Config(name="digits-mlp", dataset="digits", model="mlp", widths=(128, 128),
+                  max_epochs=30, batch_size=64)
 
 
-def fashion_mnist_mlp() -> ComparisonConfig:
+def fashion_mnist_mlp() -> Config:
     """8 losses on Fashion-MNIST with a 784-256-256-10 ReLU MLP, Adam, 10 epochs.
 
     Command: ``python -m experiments run fashion-mnist-mlp`` (measured: 15 minutes on 2 CPU cores).
     Writes ``results/fashion-mnist-mlp/`` (table, plots, run directories).
     """
-    return ComparisonConfig(
-        name="fashion-mnist-mlp", dataset="fashion-mnist", model="mlp", widths=(256, 256),
-        epochs=10, batch_size=128, learning_rates=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
-        command="python -m experiments run fashion-mnist-mlp",
-    )
+    return Config(name="fashion-mnist-mlp", dataset="fashion-mnist", model="mlp",
+                  widths=(256, 256), learning_rates=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2))
 
 
-def fashion_mnist_cnn() -> ComparisonConfig:
+def fashion_mnist_cnn() -> Config:
     """8 losses on Fashion-MNIST with a small CNN (two 5x5 stride-2 ReLU convolutions of 8 and
     16 channels, a ReLU layer of 64, the output layer), Adam, 3 epochs: sized so that the
     whole comparison fits in under an hour of 2 CPU cores.
@@ -50,35 +152,32 @@ def fashion_mnist_cnn() -> ComparisonConfig:
     Command: ``python -m experiments run fashion-mnist-cnn`` (measured: 50 minutes on 2 CPU cores).
     Writes ``results/fashion-mnist-cnn/`` (table, plots, run directories).
     """
-    return ComparisonConfig(
-        name="fashion-mnist-cnn", dataset="fashion-mnist", model="cnn", widths=(8, 16, 64),
-        epochs=3, batch_size=128, learning_rates=(1e-3, 3e-3),
-        command="python -m experiments run fashion-mnist-cnn",
-    )
+    return Config(name="fashion-mnist-cnn", dataset="fashion-mnist", model="cnn",
+                  widths=(8, 16, 64), max_epochs=3, learning_rates=(1e-3, 3e-3))
 
 
-def tiny() -> ComparisonConfig:
+def tiny() -> Config:
     """A seconds-long end-to-end check on real data (used by the tests): two losses, 512
     Fashion-MNIST training images, a 32-unit MLP, 2 epochs, 2 seeds.
 
     Command: ``python -m experiments run tiny --output /tmp/tiny`` (about 20 seconds).
     """
-    return ComparisonConfig(
-        name="tiny", dataset="fashion-mnist", model="mlp", widths=(32,), epochs=2,
-        batch_size=64, learning_rates=(1e-3, 1e-2), losses=("log-softmax", "log-spherical"),
-        seeds=(0, 1), train_subset=512, command="python -m experiments run tiny --output /tmp/tiny",
-    )
+    return Config(name="tiny", dataset="fashion-mnist", model="mlp", widths=(32,), max_epochs=2,
+                  batch_size=64, learning_rates=(1e-3, 1e-2), losses=("log-softmax", "log-spherical"),
+                  seeds=(0, 1), train_subset=512)
 
 
-def _wordnet(vocabulary: str, seeds: tuple[int, ...], command: str) -> ComparisonConfig:
-    return ComparisonConfig(
-        name=f"wordnet-{vocabulary}", dataset=f"wordnet-{vocabulary}", model="ngram",
-        widths=(32, 128), epochs=3, batch_size=256, learning_rates=(1e-3, 3e-3),
-        losses=MANY_CLASS_LOSSES, seeds=seeds, train_subset=50_000, command=command,
-    )
+WORDNET = ("Word-level language modelling on the WordNet 3.0 glosses (experiments.data.text); "
+           "D is the vocabulary size with </s> and <unk>.")
 
 
-def wordnet_lm() -> StudyConfig:
+def _wordnet(vocabulary: str, seeds: tuple[int, ...]) -> Config:
+    return Config(name=f"wordnet-{vocabulary}", dataset=f"wordnet-{vocabulary}", model="ngram",
+                  widths=(32, 128), max_epochs=3, batch_size=256, learning_rates=(1e-3, 3e-3),
+                  losses=MANY_CLASS_LOSSES, seeds=seeds, train_subset=50_000, description=WORDNET)
+
+
+def wordnet_lm() -> tuple[Config, ...]:
     """Language modelling on the WordNet glosses with vocabularies of 1k, 10k and all training
     tokens: a 5-gram feed-forward model (4 context tokens, shared 32-d embeddings, one ReLU
     layer of 128), 3 epochs of Adam over a fixed random 50,000 training windows, 5 losses,
@@ -90,20 +189,12 @@ def wordnet_lm() -> StudyConfig:
     (``wordnet-1000/``, ``wordnet-10000/``, ``wordnet-full/``), and the losses against the
     vocabulary size (``table.md``, ``output_size.png``).
     """
-    command = "python -m experiments run wordnet-lm"
-    return StudyConfig(
-        name="wordnet-lm",
-        description="Word-level language modelling on the WordNet 3.0 glosses (experiments.text); "
-                    "D is the vocabulary size with </s> and <unk>.",
-        comparisons=(_wordnet("1000", (0, 1, 2, 3, 4), command),
-                     _wordnet("10000", (0, 1, 2, 3, 4), command),
-                     _wordnet("full", (0, 1, 2), command)),
-        command=command,
-    )
+    return (_wordnet("1000", (0, 1, 2, 3, 4)), _wordnet("10000", (0, 1, 2, 3, 4)),
+            _wordnet("full", (0, 1, 2)))
 
 
-def output_size() -> StudyConfig:
-    """The controlled output-size study: the synthetic teacher task (experiments.synthetic,
+def output_size() -> tuple[Config, ...]:
+    """The controlled output-size study: the synthetic teacher task (experiments.data.synthetic,
     20,000 training examples) with D = 2, 4, 10, 100, 1000 and 10000 classes, a 16-128-D ReLU MLP,
     10 epochs of Adam, 5 losses, learning rates 1e-3 to 0.1, 5 seeds.
 
@@ -111,24 +202,17 @@ def output_size() -> StudyConfig:
     Writes ``results/output-size/``: a table per D (``teacher-<D>/``) and the losses against D
     (``table.md``, ``output_size.png``).
     """
-    command = "python -m experiments run output-size"
-    return StudyConfig(
-        name="output-size",
-        description="The synthetic teacher task (experiments.synthetic): Gaussian inputs labelled by "
-                    "a fixed random ReLU network with a Zipf prior over the D classes.",
-        comparisons=tuple(
-            ComparisonConfig(
-                name=f"teacher-{d}", dataset=f"teacher-{d}", model="mlp", widths=(128,),
-                epochs=10, batch_size=128, learning_rates=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
-                losses=MANY_CLASS_LOSSES, command=command,
-            )
-            for d in (2, 4, 10, 100, 1000, 10000)
-        ),
-        command=command,
+    description = ("The synthetic teacher task (experiments.data.synthetic): Gaussian inputs "
+                   "labelled by a fixed random ReLU network with a Zipf prior over the D classes.")
+    return tuple(
+        Config(name=f"teacher-{d}", dataset=f"teacher-{d}", model="mlp", widths=(128,),
+               learning_rates=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1), losses=MANY_CLASS_LOSSES,
+               description=description)
+        for d in (2, 4, 10, 100, 1000, 10000)
     )
 
 
-def wordnet_factored() -> ComparisonConfig:
+def wordnet_factored() -> Config:
     """The factored output layer in use: the full-vocabulary WordNet language model of
     ``wordnet-lm`` trained by plain SGD, with the output layer of log-Taylor, log-spherical,
     Z-loss and squared error trained by softfam's factored layer (exact, O(d^2) per token)
@@ -138,37 +222,27 @@ def wordnet_factored() -> ComparisonConfig:
     of it shared with a test run; most of it is evaluation and the dense log-softmax).
     Writes ``results/wordnet-factored/``: table (with seconds per epoch), learning curves.
     """
-    return ComparisonConfig(
-        name="wordnet-factored", dataset="wordnet-full", model="ngram", widths=(32, 128),
-        epochs=3, batch_size=256, learning_rates=(0.1, 0.3, 1.0), losses=MANY_CLASS_LOSSES,
-        seeds=(0, 1, 2), train_subset=50_000, optimizer="sgd", output_layer="factored",
-        command="python -m experiments run wordnet-factored",
-    )
+    return dataclasses.replace(_wordnet("full", (0, 1, 2)), name="wordnet-factored",
+                               learning_rates=(0.1, 0.3, 1.0), optimizer="sgd",
+                               output_layer="factored")
 
 
-def tiny_lm() -> StudyConfig:
+def tiny_lm() -> tuple[Config, ...]:
     """A seconds-long end-to-end check of the language-model path (used by the tests):
     WordNet with vocabularies of 10 and 100 words, 3 losses, 2 seeds, 512 windows.
 
     Command: ``python -m experiments run tiny-lm --output /tmp/tiny-lm`` (about 30 seconds).
     """
-    command = "python -m experiments run tiny-lm --output /tmp/tiny-lm"
-    return StudyConfig(
-        name="tiny-lm", description="A tiny check of the language-model path.",
-        comparisons=tuple(
-            ComparisonConfig(
-                name=f"wordnet-{vocabulary}", dataset=f"wordnet-{vocabulary}", model="ngram",
-                widths=(8, 16), epochs=2, batch_size=64, learning_rates=(1e-2,),
-                losses=("log-softmax", "log-taylor-2", "squared-error"), seeds=(0, 1), train_subset=512,
-                command=command,
-            )
-            for vocabulary in ("10", "100")
-        ),
-        command=command,
+    return tuple(
+        Config(name=f"wordnet-{vocabulary}", dataset=f"wordnet-{vocabulary}", model="ngram",
+               widths=(8, 16), max_epochs=2, batch_size=64, learning_rates=(1e-2,),
+               losses=("log-softmax", "log-taylor-2", "squared-error"), seeds=(0, 1),
+               train_subset=512, description="A tiny check of the language-model path.")
+        for vocabulary in ("10", "100")
     )
 
 
-CONFIGS: dict[str, Callable[[], Union[ComparisonConfig, StudyConfig]]] = {
+CONFIGS: dict[str, Callable[[], Union[Config, tuple[Config, ...]]]] = {
     "digits-mlp": digits_mlp,
     "fashion-mnist-mlp": fashion_mnist_mlp,
     "fashion-mnist-cnn": fashion_mnist_cnn,
@@ -180,7 +254,11 @@ CONFIGS: dict[str, Callable[[], Union[ComparisonConfig, StudyConfig]]] = {
 }
 
 
-def get(name: str) -> Union[ComparisonConfig, StudyConfig]:
+def get(name: str, assignments: list[str] = ()) -> Union[Config, tuple[Config, ...]]:
+    """The experiment called ``name`` (a study: a tuple of configs) with the overrides applied."""
     if name not in CONFIGS:
         raise ValueError(f"unknown experiment {name!r}; known experiments: {', '.join(CONFIGS)}")
-    return CONFIGS[name]()
+    experiment = CONFIGS[name]()
+    if isinstance(experiment, Config):
+        return override(experiment, list(assignments))
+    return tuple(override(config, list(assignments)) for config in experiment)

@@ -1,6 +1,6 @@
 """The output-size study: one comparison per number of classes D, everything else fixed.
 
-``python -m experiments run <study>`` runs each comparison of a ``StudyConfig`` into
+``python -m experiments run <study>`` runs each comparison (config) of a study into
 ``<output>/<comparison name>/`` (tables and plots of its own, see ``experiments.tables``), then writes
 ``<output>/table.md`` and ``<output>/output_size.png``: each loss's test error and NLL
 against D, and the crossover: the D from which log-softmax stays ahead of log-Taylor.
@@ -17,13 +17,12 @@ end can be open.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from experiments import comparison, data, tables
-from experiments.comparison import ComparisonConfig
+from experiments.configs import Config
 from experiments.io import write_json_atomically, write_text_atomically
 
 BASELINE, CHALLENGER = "log-softmax", "log-taylor-2"
@@ -31,26 +30,16 @@ BOOTSTRAP_RESAMPLES = 10_000
 METRICS = (("error", "test error (%)", 100.0), ("nll", "test NLL", 1.0))
 
 
-@dataclass(frozen=True)
-class StudyConfig:
-    """Comparisons that differ only in the number of classes of their data set."""
-
-    name: str
-    description: str
-    comparisons: tuple[ComparisonConfig, ...]
-    command: str
-
-
-def run(study: StudyConfig, output: Path, data_dir=None) -> str:
-    """Runs (or resumes) every comparison of ``study``; returns the study table."""
+def run(name: str, configs: tuple[Config, ...], output: Path, data_dir, command: str) -> str:
+    """Runs (or resumes) every comparison of the study; returns the study table."""
     output = Path(output)
     write_json_atomically(output / "study.json", {
-        "name": study.name, "description": study.description, "command": study.command,
-        "comparisons": [c.name for c in study.comparisons],
+        "name": name, "description": configs[0].description, "command": command,
+        "comparisons": [config.name for config in configs],
     })
-    for config in study.comparisons:
+    for config in configs:
         dataset = data.load(config.dataset, data_dir)
-        comparison.run(config, output / config.name, dataset)
+        comparison.run(config, output / config.name, dataset, command)
         tables.write(output / config.name)
     return write(output)
 
@@ -93,7 +82,7 @@ def collect(output: Path) -> tuple[dict, list[int], dict[str, dict[int, dict]]]:
     study = json.loads((output / "study.json").read_text())
     sizes, runs = [], {}  # sizes in the order of the study, increasing
     for name in study["comparisons"]:
-        experiment_path = output / name / "experiment.json"
+        experiment_path = output / name / "config.json"
         if not experiment_path.exists():
             continue
         size = json.loads(experiment_path.read_text())["num_classes"]
@@ -188,7 +177,7 @@ def write(output: Path, with_comparisons: bool = False) -> str:
     output = Path(output)
     if with_comparisons:
         for name in json.loads((output / "study.json").read_text())["comparisons"]:
-            if (output / name / "experiment.json").exists():
+            if (output / name / "config.json").exists():
                 tables.write(output / name)
     study, sizes, runs = collect(output)
     table = render(study, sizes, runs)

@@ -1,7 +1,7 @@
 """Tables and plots of a comparison, generated from its run directories alone.
 
-``python -m experiments tables <experiment>`` reads ``<output>/experiment.json`` and
-``<output>/runs/<loss>/final/metrics.jsonl`` and writes ``table.md``, ``learning_curves.png``
+``python -m experiments tables <experiment>`` reads ``<output>/config.json`` (the effective config
+and its command) and ``<output>/runs/<loss>/final/metrics.jsonl`` and writes ``table.md``, ``learning_curves.png``
 and ``reliability.png`` beside them. Numbers are mean +- sample standard deviation over the
 seeds; the paired comparisons resample the seeds' differences (bootstrap, 10,000 resamples)
 and give a paired t-test.
@@ -16,9 +16,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from experiments import losses, train  # noqa: E402
 from experiments.io import open_atomically, write_text_atomically  # noqa: E402
 
 # de Brebisson & Vincent 2016, test error (%) and Penn Treebank perplexity, as reported by a
@@ -34,36 +36,38 @@ PAIRED = (("log-taylor-2", "log-softmax"), ("log-spherical", "log-softmax"))
 BOOTSTRAP_RESAMPLES = 10_000
 
 
-def read_history(run_dir: Path) -> list[dict]:
-    with open(run_dir / "metrics.jsonl") as f:
-        return [json.loads(line) for line in f]
-
-
 def tried_settings(loss_dir: Path) -> dict[str, list[float]]:
     """The values of each hyperparameter that the tuning runs in ``loss_dir`` tried."""
     tried: dict[str, set] = {}
     for config_path in loss_dir.glob("tune-*/config.json"):
-        for key, value in json.loads(config_path.read_text())["hyper"].items():
+        for key, value in json.loads(config_path.read_text())["run"]["hyper"].items():
             tried.setdefault(key, set()).add(value)
     return {key: sorted(values) for key, values in tried.items()}
 
 
 def final_runs(output: Path) -> dict[str, dict]:
-    """For each loss with a finished final run: its config, history, test metrics by seed and
-    the hyperparameter values its tuning tried."""
-    experiment = json.loads((output / "experiment.json").read_text())
+    """For each loss whose final run has finished every model: its run config, records, end
+    records, the test metrics of the models that did not diverge (with their seeds) and the
+    hyperparameter values its tuning tried."""
+    experiment = read_experiment(output)
     runs = {}
-    for loss in experiment["losses"]:
+    for loss in experiment["config"]["losses"]:
         run_dir = output / "runs" / loss / "final"
-        if not (run_dir / "metrics.jsonl").exists():
+        if not (run_dir / "config.json").exists():
             continue
-        history = read_history(run_dir)
-        test = [r for r in history if r["split"] == "test"]
-        if test:
-            config = json.loads((run_dir / "config.json").read_text())
-            runs[loss] = {"config": config, "history": history, "test": test[-1]["models"],
+        run = json.loads((run_dir / "config.json").read_text())["run"]
+        history = train.read_records(run_dir)
+        ends = [r for r in history if r["split"] == "end"]
+        if len(ends) == len(run["seeds"]) * len(run["learning_rates"]):
+            runs[loss] = {"run": run, "history": history, "ends": ends,
+                          "test": [{"seed": e["seed"], **e["test"]} for e in ends if not e["diverged"]],
                           "tried": tried_settings(output / "runs" / loss)}
     return runs
+
+
+def read_experiment(output: Path) -> dict:
+    """``{"config", "command", "num_classes"}`` as the comparison saved them."""
+    return json.loads((Path(output) / "config.json").read_text())
 
 
 def mean_std(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
@@ -72,30 +76,34 @@ def mean_std(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
 
 
 def validation_records(history: list[dict]) -> list[dict]:
-    """The run's per-epoch validation records, in order."""
+    """The run's validation records (every model, every epoch), in order."""
     return [r for r in history if r["split"] == "valid"]
 
 
 def _timed_epochs(history: list[dict]) -> list[dict]:
-    """The epochs after the first, which includes compilation (the first if it is the only one)."""
+    """Each model's epochs after its first, which includes compilation (all if one only)."""
     epochs = validation_records(history)
-    return epochs[1:] or epochs
-
-
-def _is_factored(run: dict) -> bool:
-    return run["config"].get("output_layer") == "factored"
+    return [r for r in epochs if r["epoch"] > 1] or epochs
 
 
 def throughput(history: list[dict]) -> float:
-    """Training examples per second per model: the median over epochs after the first, all
-    models of the run trained at once."""
+    """Training examples per second per model: the median over epochs after the first."""
     return float(np.median([r["train_examples"] / r["train_seconds"] for r in _timed_epochs(history)]))
 
 
 def seconds_per_epoch(history: list[dict]) -> float:
-    """Wall-clock training seconds per epoch of the run (all its models): the median over
-    epochs after the first."""
+    """Wall-clock training seconds per epoch of one model: the median over epochs after the first."""
     return float(np.median([r["train_seconds"] for r in _timed_epochs(history)]))
+
+
+def epochs_text(ends: list[dict]) -> str:
+    """The models' best and stopping epochs: "best 7-9, stopped 12-14"."""
+    def span(values):
+        return f"{min(values)}" if min(values) == max(values) else f"{min(values)}-{max(values)}"
+    ends = [e for e in ends if not e["diverged"]]
+    if not ends:
+        return "-"
+    return f"best {span([e['best_epoch'] for e in ends])}, stopped {span([e['stop_epoch'] for e in ends])}"
 
 
 def paired_difference(runs: dict, loss: str, baseline: str, key: str = "error",
@@ -140,27 +148,38 @@ def _column(test: list[dict], key: str, scale: float = 1.0, digits: int = 3, tra
     return mean_std(values, scale, digits)
 
 
-def _is_language_model(experiment: dict) -> bool:
-    return experiment["model"] == "ngram"
+def _is_language_model(config: dict) -> bool:
+    return config["model"] == "ngram"
+
+
+def _is_factored(config: dict, loss: str) -> bool:
+    return config["output_layer"] == "factored" and losses.get(loss).on_statistics is not None
+
+
+def _budget(config: dict) -> str:
+    stopping = ("no early stopping" if config["patience"] is None
+                else f"early stopping with patience {config['patience']} on validation NLL "
+                     "(error without a distribution), the best epoch tested")
+    return (f"up to {config['max_epochs']} epochs of {OPTIMIZER_NAMES[config['optimizer']]} "
+            f"({stopping}), batch {config['batch_size']}")
 
 
 def render(experiment: dict, runs: dict) -> str:
-    seeds = sorted({m["seed"] for run in runs.values() for m in run["test"]})
-    language_model = _is_language_model(experiment)
-    tables_command = experiment["command"].replace(" run ", " tables ", 1).split(" --")[0]
+    config, command = experiment["config"], experiment["command"]
+    seeds = sorted({m["seed"] for run in runs.values() for m in run["ends"]})
+    language_model = _is_language_model(config)
     lines = [
-        f"# {experiment['name']}: {experiment['dataset']}, {experiment['model']} {tuple(experiment['widths'])}",
+        f"# {config['name']}: {config['dataset']}, {config['model']} {tuple(config['widths'])}",
         "",
-        f"Generated by `{tables_command}` from the run directories under `runs/`, made by "
-        f"`{experiment['command']}`.",
+        f"Generated by `python -m experiments tables` from the run directories under `runs/` and "
+        f"the effective config in `config.json`, made by `{command}`.",
         f"Test-set metrics, mean +- std over {len(seeds)} seeds ({', '.join(map(str, seeds))}), "
-        f"{experiment['epochs']} epochs of {OPTIMIZER_NAMES[experiment.get('optimizer', 'adam')]}, "
-        f"batch {experiment['batch_size']}"
-        + (f", on a fixed random {experiment['train_subset']:,} training examples"
-           if experiment.get("train_subset") else "")
-        + f". Each loss's learning rate (from {list(experiment['learning_rates'])}) and hyperparameter "
-        f"were chosen on the validation split with seed {experiment['tuning_seed']}; the test set "
-        "was not used to choose.",
+        f"{_budget(config)}"
+        + (f", on a fixed random {config['train_subset']:,} training examples"
+           if config.get("train_subset") else "")
+        + f". Each loss's learning rate (from {list(config['learning_rates'])}) and hyperparameter "
+        f"were chosen on the validation split with seeds {list(config['tuning_seeds'])}; the test "
+        "set was not used to choose.",
     ]
     if language_model:
         lines.append(
@@ -171,44 +190,50 @@ def render(experiment: dict, runs: dict) -> str:
         lines.append(
             "NLL, ECE (15 bins) and Brier score use the model's own normalized probabilities (softmax "
             "for the Z-loss; the plain normalizer for the soft-margin losses); squared error defines none.")
-    missing = [loss for loss in experiment["losses"] if loss not in runs]
+    missing = [loss for loss in config["losses"] if loss not in runs]
     if missing:
         lines += ["", f"**Incomplete**: no finished final run yet for {', '.join(missing)}."]
     if language_model:
         header = ("| loss | learning rate | hyperparameter | test perplexity | top-1 accuracy (%) "
-                  "| top-10 accuracy (%) | train tokens/s per model | train s/epoch, all seeds |")
+                  "| top-10 accuracy (%) | epochs | train tokens/s per model | train s/epoch per model |")
     else:
         header = ("| loss | learning rate | hyperparameter | test error (%) | test NLL | test ECE (%) "
-                  "| test Brier | train examples/s per model |")
+                  "| test Brier | epochs | train examples/s per model |")
     lines += ["", header, "|---" * header.count(" | ") + "|---|"]
     for loss, run in runs.items():
         test = run["test"]
-        grids = {"learning rate": experiment["learning_rates"], **run["tried"]}
-        chosen = {"learning rate": run["config"]["learning_rates"][0], **run["config"]["hyper"]}
+        grids = {"learning rate": config["learning_rates"], **run["tried"]}
+        chosen = {"learning rate": run["run"]["learning_rates"][0], **run["run"]["hyper"]}
         shown = {k: with_edge_mark(v, grids[k]) for k, v in chosen.items()}
         hyper = ", ".join(f"{k} = {v}" for k, v in shown.items() if k != "learning rate") or "-"
-        if language_model:
+        diverged = len(run["ends"]) - len(test)
+        columns = 3 if language_model else 4
+        if diverged:
+            metrics = " | ".join([f"diverged ({diverged} of {len(run['ends'])} seeds)"] + ["-"] * (columns - 1))
+        elif language_model:
             metrics = (f"{_column(test, 'nll', digits=1, transform=np.exp)} "
                        f"| {_column(test, 'error', 100, 2, lambda e: 1 - e)} "
                        f"| {_column(test, 'top10_accuracy', 100, 2)}")
-            speed = f"{throughput(run['history']):,.0f} | {seconds_per_epoch(run['history']):.1f}"
         else:
             metrics = (f"{_column(test, 'error', 100, 2)} | {_column(test, 'nll')} "
                        f"| {_column(test, 'ece', 100, 2)} | {_column(test, 'brier')}")
-            speed = f"{throughput(run['history']):,.0f}"
-        layer = " (factored)" if _is_factored(run) else ""
-        lines.append(f"| {loss}{layer} | {shown['learning rate']} | {hyper} | {metrics} | {speed} |")
+        speed = f"{throughput(run['history']):,.0f}"
+        if language_model:
+            speed += f" | {seconds_per_epoch(run['history']):.1f}"
+        layer = " (factored)" if _is_factored(config, loss) else ""
+        lines.append(f"| {loss}{layer} | {shown['learning rate']} | {hyper} | {metrics} "
+                     f"| {epochs_text(run['ends'])} | {speed} |")
     lines += [
         "",
         "(edge): the chosen value is at an end of its grid; a wider grid might have done better.",
         *(["(factored): the output layer was trained by softfam's factored layer (exact SGD on "
            "the statistics, O(d^2) per example); the other losses used the dense layer."]
-          if any(_is_factored(run) for run in runs.values()) else []),
+          if any(_is_factored(config, loss) for loss in runs) else []),
+        "Epochs: the range over seeds of the best validation epoch (the one tested) and of the "
+        "epoch training stopped at.",
         f"Training throughput: {'tokens' if language_model else 'examples'} per second per model "
-        "on this run's machine (env.json), the median over epochs after the first; the seeds of "
-        "a run are trained together (at once under `vmap`; one after the other under `lax.map` "
-        "with the factored layer), so a model's throughput is its training examples per epoch over "
-        "the run's wall-clock seconds per epoch.",
+        "on this run's machine (env.json), the median over epochs after each model's first; the "
+        "models of a run train one after another.",
         "",
     ]
     if language_model:
@@ -250,48 +275,78 @@ def render(experiment: dict, runs: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def by_epoch(history: list[dict], key: str) -> dict[int, list[float]]:
+    """Each epoch's validation values of ``key`` over the models that trained that epoch."""
+    values: dict[int, list[float]] = {}
+    for r in validation_records(history):
+        if r[key] is not None:
+            values.setdefault(r["epoch"], []).append(r[key])
+    return values
+
+
 def validation_perplexity_by_epoch(runs: dict) -> list[str]:
-    """Lines of a table of each loss's validation perplexity after each epoch, mean over seeds:
-    it shows when the fixed budget trained past the best epoch."""
-    with_distribution = {loss: validation_records(run["history"])
-                         for loss, run in runs.items() if run["test"][0]["nll"] is not None}
+    """Lines of a table of each loss's validation perplexity after each epoch, mean over the
+    seeds still training: it shows where training went past the best epoch."""
+    with_distribution = {loss: by_epoch(run["history"], "nll") for loss, run in runs.items()}
+    with_distribution = {loss: nll for loss, nll in with_distribution.items() if nll}
     if not with_distribution:
         return []
-    epochs = [r["epoch"] for r in next(iter(with_distribution.values()))]
+    epochs = sorted({e for nll in with_distribution.values() for e in nll})
     lines = ["## Validation perplexity after each epoch", "",
-             "Mean over seeds of exp(validation NLL per token); the test row above is after the last epoch.",
+             "Mean of exp(validation NLL per token) over the seeds still training at that epoch.",
              "", "| loss | " + " | ".join(f"epoch {e}" for e in epochs) + " |",
              "|---" * (len(epochs) + 1) + "|"]
-    for loss, valid in with_distribution.items():
-        perplexities = [np.mean([np.exp(m["nll"]) for m in r["models"]]) for r in valid]
-        lines.append(f"| {loss} | " + " | ".join(f"{p:.1f}" for p in perplexities) + " |")
+    for loss, nll in with_distribution.items():
+        cells = [f"{np.mean(np.exp(nll[e])):.1f}" if e in nll else "-" for e in epochs]
+        lines.append(f"| {loss} | " + " | ".join(cells) + " |")
     return lines + [""]
 
 
+def loss_colour(loss: str) -> str:
+    """The loss's colour, the same in every panel and plot (its place among all losses)."""
+    return f"C{list(losses.LOSSES).index(loss) % 10}"
+
+
+def _plain_log_axis(axes, axis: str = "y") -> None:
+    """A log axis with plain-number tick labels (0.5, 2, 10) instead of powers of ten."""
+    formatter = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    target = axes.yaxis if axis == "y" else axes.xaxis
+    target.set_major_formatter(formatter)
+    target.set_minor_formatter(formatter)
+
+
 def plot_learning_curves(runs: dict, path: Path, title: str) -> None:
-    figure, (error_axes, nll_axes) = plt.subplots(1, 2, figsize=(11, 4))
-    for loss, run in runs.items():
-        valid = validation_records(run["history"])
-        epochs = [r["epoch"] for r in valid]
-        for axes, key, scale in ((error_axes, "error", 100), (nll_axes, "nll", 1)):
-            if any(m[key] is None for m in valid[0]["models"]):
+    """Validation error and NLL by epoch, mean +- std over the seeds still training; a loss
+    with diverged seeds is labelled so and its curve ends with an x."""
+    figure, panels = plt.subplots(1, 2, figsize=(11, 4))
+    for axes, key, scale, label in ((panels[0], "error", 100, "validation error (%)"),
+                                    (panels[1], "nll", 1, "validation NLL")):
+        for loss, run in runs.items():
+            values = by_epoch(run["history"], key)
+            if not values:
                 continue
-            values = np.array([[m[key] * scale for m in r["models"]] for r in valid])
-            mean, std = values.mean(1), values.std(1)
-            axes.plot(epochs, mean, label=loss)
-            axes.fill_between(epochs, mean - std, mean + std, alpha=0.2)
-    error_axes.set(xlabel="epoch", ylabel="validation error (%)", yscale="log")
-    nll_axes.set(xlabel="epoch", ylabel="validation NLL", yscale="log")
-    error_axes.legend(fontsize=7)
+            epochs = sorted(values)
+            mean = np.array([np.mean(values[e]) for e in epochs]) * scale
+            std = np.array([np.std(values[e]) for e in epochs]) * scale
+            diverged = sum(e["diverged"] for e in run["ends"])
+            name = loss + (f" (diverged: {diverged} of {len(run['ends'])})" if diverged else "")
+            axes.plot(epochs, mean, color=loss_colour(loss), label=name)
+            axes.fill_between(epochs, mean - std, mean + std, color=loss_colour(loss), alpha=0.2)
+            if diverged:
+                axes.plot(epochs[-1:], mean[-1:], "x", color=loss_colour(loss), markersize=9)
+        axes.set(xlabel="epoch", ylabel=label, yscale="log")
+        _plain_log_axis(axes)
+        axes.legend(fontsize=7)
     figure.suptitle(f"{title}: mean +- std over seeds")
     figure.tight_layout()
     save(figure, path)
 
 
 def plot_reliability(runs: dict, path: Path, title: str) -> None:
-    calibrated = {loss: run for loss, run in runs.items() if "bins" in run["test"][0]}
+    """Accuracy against confidence per bin, all seeds pooled, with each bin's example count."""
+    calibrated = {loss: run for loss, run in runs.items() if run["test"] and "bins" in run["test"][0]}
     columns = 4
-    rows = -(-len(calibrated) // columns)
+    rows = max(1, -(-len(calibrated) // columns))
     figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows), squeeze=False)
     for ax in axes.flat[len(calibrated):]:
         ax.axis("off")
@@ -301,12 +356,16 @@ def plot_reliability(runs: dict, path: Path, title: str) -> None:
         correct = np.sum([m["bins"]["correct"] for m in run["test"]], 0)
         filled = count > 0
         centers = (np.arange(count.size) + 0.5) / count.size
-        ax.bar(centers[filled], correct[filled] / count[filled], width=1 / count.size,
-               edgecolor="black", label="accuracy")
-        ax.plot(confidence[filled] / count[filled], correct[filled] / count[filled], "r.", label="(confidence, accuracy)")
+        bars = ax.bar(centers[filled], correct[filled] / count[filled], width=1 / count.size,
+                      color=loss_colour(loss), edgecolor="black")
+        ax.bar_label(bars, labels=[f"{c:,.0f}" for c in count[filled]], fontsize=5, rotation=90)
+        ax.plot(confidence[filled] / count[filled], correct[filled] / count[filled], "k.")
         ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
-        ax.set(title=loss, xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
-    figure.suptitle(f"{title}: test-set reliability, all seeds pooled")
+        diverged = sum(e["diverged"] for e in run["ends"])
+        ax.set(title=loss + (f" ({diverged} diverged)" if diverged else ""), xlabel="confidence",
+               ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.15))
+    figure.suptitle(f"{title}: test-set reliability, all seeds pooled (bars: accuracy, with the "
+                    "number of examples; dots: mean confidence)")
     figure.tight_layout()
     save(figure, path)
 
@@ -320,12 +379,12 @@ def save(figure, path: Path) -> None:
 def write(output: Path) -> str:
     """Writes the table and plots of the comparison in ``output``; returns the table."""
     output = Path(output)
-    experiment = json.loads((output / "experiment.json").read_text())
+    experiment = read_experiment(output)
     runs = final_runs(output)
     if not runs:
         raise FileNotFoundError(f"no finished final run under {output / 'runs'}")
     table = render(experiment, runs)
     write_text_atomically(output / "table.md", table)
-    plot_learning_curves(runs, output / "learning_curves.png", experiment["name"])
-    plot_reliability(runs, output / "reliability.png", experiment["name"])
+    plot_learning_curves(runs, output / "learning_curves.png", experiment["config"]["name"])
+    plot_reliability(runs, output / "reliability.png", experiment["config"]["name"])
     return table

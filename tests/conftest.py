@@ -17,7 +17,7 @@ def x64():
 @pytest.fixture
 def hermetic_data(monkeypatch, tmp_path):
     """No $SOFTFAM_DATA and an empty system data directory, whatever the machine has."""
-    from experiments import data
+    from experiments.data import common
 
     monkeypatch.delenv("SOFTFAM_DATA", raising=False)
-    monkeypatch.setattr(data, "SYSTEM_DATA_DIR", tmp_path / "system")
+    monkeypatch.setattr(common, "SYSTEM_DATA_DIR", tmp_path / "system")

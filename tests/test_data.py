@@ -1,5 +1,5 @@
-"""experiments.data on tiny IDX and CIFAR binary files written here, plus the real digits and
-(where installed) Debian's Fashion-MNIST."""
+"""experiments.data.images on tiny IDX and CIFAR binary files written here, plus the real
+digits and (where installed) Debian's Fashion-MNIST."""
 
 import gzip
 import hashlib
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from experiments import data
+from experiments.data import images
 
 REAL_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -84,7 +85,7 @@ def train_index(ds: data.Dataset, arrays: dict) -> np.ndarray:
 def test_fashion_mnist_round_trip(tmp_path, monkeypatch, gz):
     arrays = make_idx_arrays(seed=1)
     write_idx(tmp_path, arrays, gz=gz)
-    monkeypatch.setitem(data.SHA256, "fashion-mnist", content_sums(arrays))
+    monkeypatch.setitem(images.SHA256, "fashion-mnist", content_sums(arrays))
     ds = data.load("fashion-mnist", tmp_path, validation_fraction=0.25)
     assert ds.name == "fashion-mnist" and ds.num_classes == 10
     assert ds.train.images.shape == (15, 28, 28, 1) and ds.valid.images.shape == (5, 28, 28, 1)
@@ -97,7 +98,7 @@ def test_fashion_mnist_round_trip(tmp_path, monkeypatch, gz):
 def test_mnist_gz_checked_against_file_hash(tmp_path, monkeypatch):
     arrays = make_idx_arrays(seed=2)
     written = write_idx(tmp_path, arrays, gz=True)
-    monkeypatch.setitem(data.SHA256, "mnist", {name: sha256(b) for name, b in written.items()})
+    monkeypatch.setitem(images.SHA256, "mnist", {name: sha256(b) for name, b in written.items()})
     ds = data.load("mnist", tmp_path, validation_fraction=0)
     np.testing.assert_array_equal(ds.train.labels, arrays["train-labels-idx1-ubyte"])
     np.testing.assert_array_equal(ds.train.images[..., 0],
@@ -120,7 +121,7 @@ def test_raw_idx_with_one_byte_flipped_fails_checksum(tmp_path, monkeypatch):
     arrays = make_idx_arrays(seed=3)
     write_idx(tmp_path, arrays, gz=False)
     sums = content_sums(arrays)
-    monkeypatch.setitem(data.SHA256, "fashion-mnist", sums)
+    monkeypatch.setitem(images.SHA256, "fashion-mnist", sums)
     path = tmp_path / "t10k-images-idx3-ubyte"
     content = bytearray(path.read_bytes())
     content[100] ^= 0x01
@@ -136,7 +137,7 @@ def test_gz_with_other_content_fails_content_checksum(tmp_path, monkeypatch):
     """A valid gzip file whose IDX content differs from the recorded one (one pixel)."""
     arrays = make_idx_arrays(seed=14)
     sums = content_sums(arrays)
-    monkeypatch.setitem(data.SHA256, "fashion-mnist", sums)
+    monkeypatch.setitem(images.SHA256, "fashion-mnist", sums)
     arrays["train-images-idx3-ubyte"][3, 4, 5] ^= 0x01
     write_idx(tmp_path, arrays, gz=True)
     with pytest.raises(data.DataError, match="SHA-256 of the decompressed") as info:
@@ -148,7 +149,7 @@ def test_gz_with_other_content_fails_content_checksum(tmp_path, monkeypatch):
 def test_corrupt_gzip_stream_is_a_data_error(tmp_path, monkeypatch):
     arrays = make_idx_arrays(seed=4)
     write_idx(tmp_path, arrays, gz=True)
-    monkeypatch.setitem(data.SHA256, "fashion-mnist", content_sums(arrays))
+    monkeypatch.setitem(images.SHA256, "fashion-mnist", content_sums(arrays))
     path = tmp_path / "train-images-idx3-ubyte.gz"
     path.write_bytes(path.read_bytes()[:-100])  # truncated download
     with pytest.raises(data.DataError, match="cannot read") as info:
@@ -165,7 +166,7 @@ def test_corrupt_gzip_stream_is_a_data_error(tmp_path, monkeypatch):
 def test_malformed_idx_is_a_data_error(tmp_path, monkeypatch, damage, match):
     arrays = make_idx_arrays(seed=5)
     write_idx(tmp_path, arrays, gz=False)
-    monkeypatch.setitem(data.SHA256, "mnist", {})  # raw MNIST: structural checks only
+    monkeypatch.setitem(images.SHA256, "mnist", {})  # raw MNIST: structural checks only
     path = tmp_path / "train-images-idx3-ubyte"
     path.write_bytes(damage(path.read_bytes()))
     with pytest.raises(data.DataError, match=match) as info:
@@ -174,7 +175,7 @@ def test_malformed_idx_is_a_data_error(tmp_path, monkeypatch, damage, match):
 
 
 def test_idx_label_out_of_range_or_count_mismatch(tmp_path, monkeypatch):
-    monkeypatch.setitem(data.SHA256, "mnist", {})
+    monkeypatch.setitem(images.SHA256, "mnist", {})
     arrays = make_idx_arrays(seed=6)
     arrays["t10k-labels-idx1-ubyte"][2] = 10
     write_idx(tmp_path / "a", arrays, gz=False)
@@ -192,7 +193,7 @@ def test_missing_file_names_it_the_dirs_and_the_hint(tmp_path, monkeypatch):
     arrays = make_idx_arrays(seed=7)
     del arrays["t10k-labels-idx1-ubyte"]
     write_idx(tmp_path / "arg", arrays, gz=True)
-    monkeypatch.setitem(data.SHA256, "fashion-mnist", {})
+    monkeypatch.setitem(images.SHA256, "fashion-mnist", {})
     with pytest.raises(data.DataError) as info:
         data.load("fashion-mnist", tmp_path / "arg")
     message = str(info.value)
@@ -219,7 +220,7 @@ def test_search_dirs_order(tmp_path, monkeypatch):
 
 
 def test_data_dir_beats_env_and_subdir_is_found(tmp_path, monkeypatch):
-    monkeypatch.setitem(data.SHA256, "mnist", {})
+    monkeypatch.setitem(images.SHA256, "mnist", {})
     from_arg, from_env = make_idx_arrays(seed=8), make_idx_arrays(seed=9)
     write_idx(tmp_path / "arg" / "mnist", from_arg, gz=False)  # the <dir>/<name> form
     write_idx(tmp_path / "env", from_env, gz=True)
@@ -231,7 +232,7 @@ def test_data_dir_beats_env_and_subdir_is_found(tmp_path, monkeypatch):
 
 
 def test_validation_split_is_deterministic_and_disjoint(tmp_path, monkeypatch):
-    monkeypatch.setitem(data.SHA256, "mnist", {})
+    monkeypatch.setitem(images.SHA256, "mnist", {})
     arrays = make_idx_arrays(seed=10, n_train=50)
     write_idx(tmp_path, arrays, gz=False)
     first = data.load("mnist", tmp_path, validation_fraction=0.3)
@@ -253,7 +254,7 @@ def test_bad_validation_fraction_and_unknown_name():
         data.load("digits", validation_fraction=1.0)
     with pytest.raises(data.DataError) as info:
         data.load("imagenet")
-    for name in data.DATASETS:
+    for name in images.DATASETS:
         assert name in str(info.value)
 
 
@@ -321,10 +322,10 @@ def test_cifar_round_trip(tmp_path, monkeypatch, name, form):
     files, (train_images, train_labels), (test_images, test_labels) = make_cifar(name, seed=11)
     if form == "tarball":
         path = write_cifar_tarball(tmp_path, name, files)
-        monkeypatch.setitem(data.SHA256, name, {path.name: sha256(path.read_bytes())})
+        monkeypatch.setitem(images.SHA256, name, {path.name: sha256(path.read_bytes())})
     else:
         write_cifar_directory(tmp_path, name, files)
-        monkeypatch.setitem(data.SHA256, name, {})
+        monkeypatch.setitem(images.SHA256, name, {})
     ds = data.load(name, tmp_path, validation_fraction=0)
     assert ds.num_classes == (100 if name == "cifar100" else 10)
     assert ds.train.images.shape == (len(train_labels), 32, 32, 3)
@@ -346,7 +347,7 @@ def test_cifar_tarball_checksum_and_missing_member(tmp_path, monkeypatch):
     files, _, _ = make_cifar("cifar10", seed=12)
     path = write_cifar_tarball(tmp_path / "a", "cifar10", files)
     good = sha256(path.read_bytes())
-    monkeypatch.setitem(data.SHA256, "cifar10", {path.name: good})
+    monkeypatch.setitem(images.SHA256, "cifar10", {path.name: good})
     corrupt = bytearray(path.read_bytes())
     corrupt[len(corrupt) // 2] ^= 0x10
     path.write_bytes(bytes(corrupt))
@@ -356,7 +357,7 @@ def test_cifar_tarball_checksum_and_missing_member(tmp_path, monkeypatch):
 
     del files["data_batch_3.bin"]
     path = write_cifar_tarball(tmp_path / "b", "cifar10", files)
-    monkeypatch.setitem(data.SHA256, "cifar10", {path.name: sha256(path.read_bytes())})
+    monkeypatch.setitem(images.SHA256, "cifar10", {path.name: sha256(path.read_bytes())})
     with pytest.raises(data.DataError, match="data_batch_3.bin"):
         data.load("cifar10", tmp_path / "b")
 
@@ -394,11 +395,11 @@ def test_cifar_missing_lists_dirs_and_url(tmp_path):
 # --- the real data sets ------------------------------------------------------------------------
 
 def test_checksums_cover_every_file():
-    assert set(data.SHA256["fashion-mnist"]) == set(IDX_NAMES)
-    assert set(data.SHA256["mnist"]) == {n + ".gz" for n in IDX_NAMES}
-    assert set(data.SHA256["cifar10"]) == {"cifar-10-binary.tar.gz"}
-    assert set(data.SHA256["cifar100"]) == {"cifar-100-binary.tar.gz"}
-    for sums in data.SHA256.values():
+    assert set(images.SHA256["fashion-mnist"]) == set(IDX_NAMES)
+    assert set(images.SHA256["mnist"]) == {n + ".gz" for n in IDX_NAMES}
+    assert set(images.SHA256["cifar10"]) == {"cifar-10-binary.tar.gz"}
+    assert set(images.SHA256["cifar100"]) == {"cifar-100-binary.tar.gz"}
+    for sums in images.SHA256.values():
         for value in sums.values():
             assert len(value) == 64 and set(value) <= set("0123456789abcdef")
 

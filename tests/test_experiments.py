@@ -16,9 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import comparison, losses, metrics, models, tables, train
+from experiments import comparison, configs, losses, metrics, models, tables, train
 from experiments import __main__ as cli
 from experiments.data import load
+from experiments.factored import FactoredTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,15 +100,20 @@ def test_a_diverged_model_scores_no_correct_prediction(log_probabilities):
     assert summary["error"] == pytest.approx(2 / 3) and summary["top10_accuracy"] == pytest.approx(1 / 3)
 
 
+def default_hyper(name):
+    return comparison.settings(configs.tiny(), name)[0]
+
+
 @pytest.mark.parametrize("name", losses.LOSSES)
 def test_every_loss_by_name_gives_finite_losses_and_a_distribution(name):
     logits = jnp.asarray(np.random.default_rng(1).normal(size=(4, 6)) * 3, jnp.float32)
     labels = jnp.array([0, 5, 2, 2])
-    loss, log_probs = losses.get(name).bind(comparison.settings(name)[0])
-    values = np.asarray(loss(logits, labels))
+    entry, hyper = losses.get(name), default_hyper(name)
+    values = np.asarray(entry.loss(logits, labels, **hyper))
     assert values.shape == (4,) and np.all(np.isfinite(values))
-    if log_probs is not None:
-        np.testing.assert_allclose(np.exp(np.asarray(log_probs(logits), np.float64)).sum(1), 1, rtol=1e-5)
+    if entry.log_probabilities is not None:
+        log_probs = entry.evaluation_log_probabilities(logits, hyper)
+        np.testing.assert_allclose(np.exp(np.asarray(log_probs, np.float64)).sum(1), 1, rtol=1e-5)
 
 
 def test_an_unknown_loss_name_lists_the_known_ones():
@@ -117,18 +123,32 @@ def test_an_unknown_loss_name_lists_the_known_ones():
 
 def test_soft_margin_losses_are_evaluated_without_their_margin():
     logits = jnp.array([[1.0, -0.5, 2.0]])
-    _, log_probs = losses.get("soft-margin-taylor-2").bind({"margin": 0.6})
+    log_probs = losses.get("soft-margin-taylor-2").evaluation_log_probabilities(logits, {"margin": 0.6})
     taylor = np.array([1 + x + x * x / 2 for x in (1.0, -0.5, 2.0)])
-    np.testing.assert_allclose(np.exp(log_probs(logits))[0], taylor / taylor.sum(), rtol=1e-6)
+    np.testing.assert_allclose(np.exp(log_probs)[0], taylor / taylor.sum(), rtol=1e-6)
+
+
+def candidate(hyper, learning_rate, error, nll, diverged=False, seed=0):
+    return (hyper, {"learning_rate": learning_rate, "seed": seed, "error": error, "nll": nll,
+                    "diverged": diverged})
 
 
 def test_choice_takes_lowest_validation_error_then_nll():
     candidates = [
-        ({"epsilon": 0.1}, {"learning_rate": 0.1, "error": 0.2, "nll": 0.1}),
-        ({"epsilon": 0.01}, {"learning_rate": 0.01, "error": 0.1, "nll": 0.9}),
-        ({"epsilon": 0.001}, {"learning_rate": 0.001, "error": 0.1, "nll": 0.5}),
+        candidate({"epsilon": 0.1}, 0.1, 0.2, 0.1),
+        candidate({"epsilon": 0.01}, 0.01, 0.1, 0.9),
+        candidate({"epsilon": 0.001}, 0.001, 0.1, 0.5),
     ]
     assert comparison.choose(candidates) == ({"epsilon": 0.001}, 0.001)
+
+
+def test_choice_averages_tuning_seeds_and_never_takes_a_setting_that_diverged_once():
+    candidates = [
+        candidate({}, 0.1, 0.05, 0.1, seed=0), candidate({}, 0.1, 0.05, 0.1, diverged=True, seed=1),
+        candidate({}, 0.01, 0.10, 0.3, seed=0), candidate({}, 0.01, 0.30, 0.3, seed=1),
+        candidate({}, 0.001, 0.15, 0.3, seed=0), candidate({}, 0.001, 0.15, 0.3, seed=1),
+    ]
+    assert comparison.choose(candidates) == ({}, 0.001)  # 0.01 averages 0.20; 0.1 diverged once
 
 
 def test_paired_difference_names_the_better_loss():
@@ -151,11 +171,20 @@ def digits():
     return load("digits")
 
 
-def tiny_run(**overrides):
-    settings = dict(dataset="digits", model="mlp", widths=(16,), loss="log-taylor-2",
-                    learning_rates=(3e-3,), seeds=(0, 1), epochs=3, batch_size=50,
-                    evaluate_test=True)
-    return train.RunConfig(**{**settings, **overrides})
+def tiny_config(**overrides):
+    settings = dict(name="t", dataset="digits", model="mlp", widths=(16,), max_epochs=3,
+                    batch_size=50, losses=("log-taylor-2",))
+    return configs.Config(**{**settings, **overrides})
+
+
+def tiny_run(config, loss="log-taylor-2", hyper=None, learning_rates=(3e-3,), seeds=(0, 1)):
+    return train.Run(loss, hyper or {}, learning_rates, seeds, test=True)
+
+
+def run_tiny(run_dir, digits, config=None, **run_settings):
+    config = config or tiny_config()
+    run = tiny_run(config, **run_settings)
+    return train.run(config, run, run_dir, digits, train.trainer(config, run.loss, digits))
 
 
 def without_timings(records):
@@ -163,27 +192,79 @@ def without_timings(records):
 
 
 def test_same_seed_gives_the_same_numbers(tmp_path, digits):
-    first = train.run(tiny_run(), tmp_path / "a", digits)
-    second = train.run(tiny_run(), tmp_path / "b", digits)
+    first = run_tiny(tmp_path / "a", digits)
+    second = run_tiny(tmp_path / "b", digits)
     assert without_timings(first) == without_timings(second)
-    errors = [m["error"] for m in first[-1]["models"]]
+    errors = [r["test"]["error"] for r in first if r["split"] == "end"]
     assert errors[0] != errors[1]  # the two seeds differ
     assert all(0 <= e < 0.5 for e in errors)  # it learned something
 
 
 def test_an_existing_run_of_another_config_is_refused(tmp_path, digits):
-    train.run(tiny_run(epochs=1), tmp_path, digits)
+    run_tiny(tmp_path, digits, tiny_config(max_epochs=1))
     with pytest.raises(ValueError, match="another configuration"):
-        train.run(tiny_run(epochs=2), tmp_path, digits)
+        run_tiny(tmp_path, digits, tiny_config(max_epochs=2))
+
+
+def test_one_compilation_of_each_program_serves_every_setting_and_epoch(tmp_path, digits):
+    """Two runs of log-spherical (two epsilons, two learning rates, two epochs) through one
+    trainer compile the training epoch and init once each, the evaluation once per split."""
+    config = tiny_config(max_epochs=2, patience=None)
+    trainer = train.trainer(config, "log-spherical", digits)
+    for epsilon in (0.1, 0.01):
+        train.run(config, tiny_run(config, "log-spherical", {"epsilon": epsilon}, (1e-3, 1e-2)),
+                  tmp_path / f"{epsilon}", digits, trainer)
+    assert trainer.train_epoch._cache_size() == 1
+    assert trainer.init._cache_size() == 1
+    assert trainer.evaluate_chunks._cache_size() == 2  # the validation and the test split
+
+
+def test_early_stopping_tests_the_best_epoch(tmp_path, digits):
+    """With a learning rate so large that validation NLL rises after the first epochs, each
+    model stops ``patience`` epochs after its best, and its test record is that epoch's model."""
+    config = tiny_config(max_epochs=30, patience=2, losses=("log-softmax",))
+    history = run_tiny(tmp_path, digits, config, loss="log-softmax", learning_rates=(0.3,))
+    for end in (r for r in history if r["split"] == "end"):
+        valid = [r for r in history if r["split"] == "valid" and r["seed"] == end["seed"]]
+        best = min(valid, key=lambda r: r["nll"])
+        assert end["best_epoch"] == best["epoch"]
+        assert end["stop_epoch"] == len(valid) == min(best["epoch"] + 2, 30)
+    assert any(end["stop_epoch"] < 30 for end in history if end["split"] == "end")
+
+
+def test_a_diverged_model_is_marked_and_not_tested(tmp_path, digits):
+    config = tiny_config(max_epochs=5, optimizer="sgd", losses=("squared-error",))
+    history = run_tiny(tmp_path, digits, config, loss="squared-error", learning_rates=(1e4,), seeds=(0,))
+    (end,) = [r for r in history if r["split"] == "end"]
+    assert end["diverged"] and end["test"] is None and end["best_epoch"] is None
+    last = [r for r in history if r["split"] == "valid"][-1]
+    assert not np.isfinite(last["train_loss"]) and end["stop_epoch"] == last["epoch"]
+
+
+def test_overrides_change_fields_and_bad_ones_name_the_key():
+    config = configs.get("digits-mlp", ["losses=log-softmax,log-taylor-2", "seeds=0,1",
+                                        "max_epochs=3", "patience=none", "learning_rates=0.1"])
+    assert config.losses == ("log-softmax", "log-taylor-2") and config.seeds == (0, 1)
+    assert config.max_epochs == 3 and config.patience is None and config.learning_rates == (0.1,)
+    with pytest.raises(ValueError, match="--config.epochs: no such field; valid keys: dataset"):
+        configs.get("digits-mlp", ["epochs=3"])
+    with pytest.raises(ValueError, match="--config.seeds=a: not a valid int"):
+        configs.get("digits-mlp", ["seeds=a"])
+    with pytest.raises(ValueError, match="unknown loss 'log-softmaks'"):
+        configs.get("digits-mlp", ["losses=log-softmaks"])
+    with pytest.raises(ValueError, match="config.optimizer='rmsprop'"):
+        configs.get("digits-mlp", ["optimizer=rmsprop"])
 
 
 RUN_SCRIPT = """
 import sys
-from experiments import data, train
-config = train.RunConfig(dataset="digits", model="mlp", widths=(16,), loss="log-taylor-2",
-                         learning_rates=(3e-3,), seeds=(0, 1), epochs=int(sys.argv[2]),
-                         batch_size=50, evaluate_test=True)
-train.run(config, sys.argv[1], data.load("digits"))
+from experiments import configs, data, train
+train.CHECKPOINT_SECONDS = 0.0  # a checkpoint after every epoch, so that the kill finds one
+config = configs.Config(name="t", dataset="digits", model="mlp", widths=(16,), batch_size=50,
+                        max_epochs=int(sys.argv[2]), losses=("log-taylor-2",))
+digits = data.load("digits")
+run = train.Run("log-taylor-2", {}, (3e-3,), (0, 1), test=True)
+train.run(config, run, sys.argv[1], digits, train.trainer(config, "log-taylor-2", digits))
 """
 
 
@@ -199,21 +280,21 @@ def read_metrics(run_dir):
 def test_a_killed_run_resumes_to_the_uninterrupted_numbers(tmp_path):
     epochs = 40
     killed = run_script(tmp_path / "killed", epochs)
-    checkpoint = tmp_path / "killed" / "checkpoint.npz"
+    checkpoints = tmp_path / "killed" / "checkpoints"
     deadline = time.monotonic() + 120
-    while not checkpoint.exists() and time.monotonic() < deadline and killed.poll() is None:
+    while not any(checkpoints.glob("model-*/*")) and time.monotonic() < deadline and killed.poll() is None:
         time.sleep(0.05)
-    time.sleep(0.3)
+    time.sleep(0.5)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
-    assert checkpoint.exists()
     finished_before_kill = sum(r["split"] == "valid" for r in read_metrics(tmp_path / "killed"))
-    assert 1 <= finished_before_kill < epochs  # it was killed mid-run
+    assert 1 <= finished_before_kill < 2 * epochs  # it was killed mid-run
     assert run_script(tmp_path / "killed", epochs).wait() == 0
     assert run_script(tmp_path / "whole", epochs).wait() == 0
     resumed, whole = read_metrics(tmp_path / "killed"), read_metrics(tmp_path / "whole")
-    assert len(resumed) == epochs + 1
+    assert len(resumed) == 2 * (epochs + 1)
     assert without_timings(resumed) == without_timings(whole)
+    assert not any(checkpoints.glob("model-*"))  # finished models need no checkpoint
 
 
 def test_two_sharded_devices_give_the_single_device_numbers(tmp_path):
@@ -222,11 +303,12 @@ def test_two_sharded_devices_give_the_single_device_numbers(tmp_path):
     assert run_script(tmp_path / "one", 2).wait() == 0
     two, one = read_metrics(tmp_path / "two"), read_metrics(tmp_path / "one")
     assert json.loads((tmp_path / "two" / "env.json").read_text())["devices"] == ["cpu:0", "cpu:1"]
+    assert len(two) == len(one)
     for a, b in zip(two, one):
-        for m, n in zip(a["models"], b["models"]):
-            assert m["error"] == pytest.approx(n["error"], abs=1e-6)  # same predictions
-            for key in {"nll", "ece", "brier", "train_loss"} & set(m):
-                assert m[key] == pytest.approx(n[key], rel=1e-4), key
+        a, b = (r["test"] if r["split"] == "end" else r for r in (a, b))
+        assert a["error"] == pytest.approx(b["error"], abs=1e-6)  # same predictions
+        for key in {"nll", "ece", "brier", "train_loss"} & set(a):
+            assert a[key] == pytest.approx(b[key], rel=1e-4), key
 
 
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").exists(),
@@ -251,9 +333,9 @@ def test_tiny_comparison_end_to_end_on_fashion_mnist(tmp_path, capsys):
 
 
 def test_a_missing_dataset_stops_with_a_message_not_a_traceback(tmp_path, monkeypatch, capsys):
-    from experiments import data
+    from experiments.data import common
 
-    monkeypatch.setattr(data, "SYSTEM_DATA_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(common, "SYSTEM_DATA_DIR", tmp_path / "nowhere")
     monkeypatch.delenv("SOFTFAM_DATA", raising=False)
     assert cli.main(["run", "tiny", "--data-dir", str(tmp_path), "--output", str(tmp_path / "out")]) == 2
     message = capsys.readouterr().err
@@ -274,20 +356,23 @@ def test_factored_output_layer_trains_the_dense_sgd_model(tmp_path, digits, loss
     """The factored layer's exact SGD step, with the features' gradient backpropagated, gives
     the model that dense SGD gives (float32 rounding apart)."""
     hyper = {"epsilon": 0.1} if loss == "log-spherical" else {}
-    runs = {layer: train.run(tiny_run(loss=loss, hyper=hyper, optimizer="sgd", output_layer=layer,
-                                      learning_rates=(0.1,)), tmp_path / layer, digits)
-            for layer in ("dense", "factored")}
+    runs = {}
+    for layer in ("dense", "factored"):
+        config = tiny_config(optimizer="sgd", output_layer=layer, losses=(loss,))
+        runs[layer] = run_tiny(tmp_path / layer, digits, config, loss=loss, hyper=hyper,
+                               learning_rates=(0.1,))
+    assert isinstance(train.trainer(config, loss, digits), FactoredTrainer)
     for dense, factored in zip(runs["dense"], runs["factored"]):
-        for a, b in zip(dense["models"], factored["models"]):
-            assert b["error"] == pytest.approx(a["error"], abs=2e-3)  # at most one example flips
-            assert b["nll"] == pytest.approx(a["nll"], rel=1e-4)
-    assert runs["dense"][-1]["models"][0]["error"] < 0.5  # it learned (chance: 0.9)
+        a, b = (r["test"] if r["split"] == "end" else r for r in (dense, factored))
+        assert b["error"] == pytest.approx(a["error"], abs=2e-3)  # at most one example flips
+        assert b["nll"] == pytest.approx(a["nll"], rel=1e-4)
+    assert runs["dense"][-1]["test"]["error"] < 0.5  # it learned (chance: 0.9)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(loss="log-softmax", optimizer="sgd"), "'log-softmax'.*log-taylor-2"),
-    (dict(optimizer="adam"), "optimizer='sgd'"),
+@pytest.mark.parametrize("loss, optimizer, message", [
+    ("log-softmax", "sgd", "'log-softmax'.*log-taylor-2"),
+    ("log-taylor-2", "adam", "optimizer='sgd'"),
 ])
-def test_factored_output_layer_refuses_what_it_cannot_train(digits, overrides, message):
+def test_factored_output_layer_refuses_what_it_cannot_train(digits, loss, optimizer, message):
     with pytest.raises(ValueError, match=message):
-        train.Trainer(tiny_run(output_layer="factored", **overrides), digits)
+        FactoredTrainer(tiny_config(output_layer="factored", optimizer=optimizer), loss, digits)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from experiments import __main__ as cli
-from experiments import data, study, synthetic, tables, text
+from experiments import data, study, tables
+from experiments.data import synthetic, text
 
 WORDNET = Path("/usr/share/wordnet/data.noun")
 
@@ -97,9 +98,10 @@ def test_wordnet_dataset_reorders_training_windows_and_samples_validation():
 
 
 def test_throughput_and_epoch_time_describe_the_same_run():
-    # 3 models trained together; 1,000 examples per epoch; the first epoch (compilation) is left out.
-    epochs = [{"split": "valid", "train_examples": 1000, "train_seconds": seconds, "models": [{}] * 3}
-              for seconds in (9.0, 2.0, 2.5, 3.0)]
+    # 1,000 examples per epoch; each model's first epoch (compilation) is left out.
+    epochs = [{"split": "valid", "epoch": epoch, "train_examples": 1000, "train_seconds": seconds}
+              for seconds_of_model in ((9.0, 2.0, 2.5), (8.0, 3.0, 2.5))
+              for epoch, seconds in enumerate(seconds_of_model, 1)]
     assert tables.seconds_per_epoch(epochs) == 2.5
     assert tables.throughput(epochs) == 400.0  # examples per second that each model advanced
     assert tables.throughput(epochs) * tables.seconds_per_epoch(epochs) == 1000
@@ -116,14 +118,15 @@ def test_tiny_language_model_study_end_to_end(tmp_path, capsys):
         for loss in ("log-softmax", "log-taylor-2"):
             records = [json.loads(line) for line in
                        (directory / "runs" / loss / "final" / "metrics.jsonl").read_text().splitlines()]
-            perplexities = [math.exp(m["nll"]) for m in records[-1]["models"]]
-            assert records[-1]["split"] == "test"
+            perplexities = [math.exp(r["test"]["nll"]) for r in records if r["split"] == "end"]
+            assert len(perplexities) == 2  # one per seed
             assert all(1 < p < num_classes for p in perplexities)  # better than uniform
             row = next(line for line in table.splitlines() if line.startswith(f"| {loss} |"))
             shown = f"{np.mean(perplexities):.1f} +- {np.std(perplexities, ddof=1):.1f}"
             assert shown in row
             valid = [r for r in records if r["split"] == "valid"]
-            by_epoch = [f"{np.mean([math.exp(m['nll']) for m in r['models']]):.1f}" for r in valid]
+            by_epoch = [f"{np.mean([math.exp(r['nll']) for r in valid if r['epoch'] == e]):.1f}"
+                        for e in (1, 2)]
             assert f"| {loss} | {' | '.join(by_epoch)} |" in table.split("## Validation perplexity")[1]
         squared = next(line for line in table.splitlines() if line.startswith("| squared-error |"))
         assert squared.split("|")[4].strip() == "-"  # no perplexity without a distribution

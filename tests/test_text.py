@@ -1,4 +1,4 @@
-"""experiments.text on hand-written text: tokenizer, a tiny fake WordNet, tiny PTB files,
+"""experiments.data.text on hand-written text: tokenizer, a tiny fake WordNet, tiny PTB files,
 vocabulary and n-gram windows; plus the real WordNet where Debian's wordnet-base is
 installed."""
 
@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import data, text
+from experiments import data
+from experiments.data import text
 
 REAL_WORDNET = Path("/usr/share/wordnet")
-REAL_WORDNET_TOKENS = 1_677_386  # measured, see the module docstring of experiments.text
+REAL_WORDNET_TOKENS = 1_677_386  # measured, see the module docstring of experiments.data.text
 
 
 pytestmark = pytest.mark.usefixtures("hermetic_data")

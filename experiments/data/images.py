@@ -14,11 +14,9 @@ Data sets (``DATASETS``); images come back as float32 in [0, 1], shape (N, H, W,
   or its extracted directory (``cifar-10-batches-bin/``, ``cifar-100-binary/``). Nothing is
   ever unpickled.
 
-Where files are looked for, in this order (``search_dirs``): the ``data_dir`` argument
-(``--data-dir``), then ``$SOFTFAM_DATA``, each of them itself and its subdirectory named
-after the data set (``~/data/mnist/...`` works with ``--data-dir ~/data``), then
-``/usr/share/datasets/<name>``, where Debian's ``dataset-fashion-mnist`` package installs
-Fashion-MNIST. Each file is taken from the first directory that has it.
+Files are looked for in ``search_dirs(name, data_dir)``: ``--data-dir``, then
+``$SOFTFAM_DATA``, then ``/usr/share/datasets/<name>``, where Debian's
+``dataset-fashion-mnist`` package installs Fashion-MNIST.
 
 Checksum policy: every file is checked against the SHA-256 in ``SHA256`` before it is
 parsed. For Fashion-MNIST the hash is of the decompressed IDX content, because Debian's
@@ -33,7 +31,6 @@ records, labels in range). The splits are carved with fixed seeds and nothing is
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import math
 import os
@@ -45,14 +42,20 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments.data.common import (
+    VALIDATION_FRACTION,
+    DataError,
+    Dataset,
+    Split,
+    carve,
+    check_sha256,
+    not_found,
+    search_dirs,
+)
+
 DATASETS: tuple[str, ...] = ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100")
 
-SYSTEM_DATA_DIR = Path("/usr/share/datasets")
-
-# Seeds of the fixed permutations that carve the validation split (and the digits test split).
-# They are constants on purpose: every run, whatever its seed, sees the same splits.
-_SPLIT_SEED = 0
-_DIGITS_TEST_FRACTION = 0.2
+_DIGITS_TEST_FRACTION = 0.2  # held out by the fixed permutation of ``carve``
 
 # Expected SHA-256 per data set and file name. A name ending in ".gz" is the hash of the
 # file's bytes as stored; an IDX name without ".gz" is the hash of the decompressed content.
@@ -120,60 +123,15 @@ _CIFAR = {
 _CIFAR_PIXELS = 3 * 32 * 32
 
 
-class DataError(Exception):
-    """A data set is unknown, missing or corrupt; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class Split:
-    """Images, float32 (N, H, W, C) in [0, 1], and their int32 class labels (N,)."""
-
-    images: np.ndarray
-    labels: np.ndarray
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """A data set's train, validation and test splits."""
-
-    name: str
-    train: Split
-    valid: Split
-    test: Split
-    num_classes: int
-
-
-def search_dirs(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """The directories searched for the files of data set ``name``, in lookup order."""
-    dirs = []
-    for root in (data_dir, os.environ.get("SOFTFAM_DATA")):
-        if root:
-            root = Path(root).expanduser()
-            dirs += [root, root / name]
-    dirs.append(SYSTEM_DATA_DIR / name)
-    return dirs
-
-
-def load(name: str, data_dir: str | os.PathLike | None = None, *,
-         validation_fraction: float = 0.1) -> Dataset:
-    """Loads data set ``name`` and carves ``round(validation_fraction * N_train)`` training
-    examples into a validation split with a fixed permutation; the test split is untouched.
-    Language-modelling (``text.load``) and synthetic (``synthetic.load``) data sets come with
-    their own splits.
+def load(name: str, data_dir: str | os.PathLike | None = None,
+         validation_fraction: float = VALIDATION_FRACTION) -> Dataset:
+    """Loads image data set ``name`` (``DATASETS``) and carves
+    ``round(validation_fraction * N_train)`` training examples into a validation split with a
+    fixed permutation (``carve``); the test split is untouched.
 
     Raises:
       DataError: the name is unknown, or a file is missing or corrupt.
     """
-    if not 0 <= validation_fraction < 1:
-        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
-    if name.startswith(("wordnet-", "ptb")):
-        from experiments import text
-
-        return text.load(name, data_dir)
-    if name.startswith("teacher-"):
-        from experiments import synthetic
-
-        return synthetic.load(name)
     if name == "digits":
         train, test, num_classes = _load_digits()
     elif name in ("fashion-mnist", "mnist"):
@@ -181,18 +139,9 @@ def load(name: str, data_dir: str | os.PathLike | None = None, *,
     elif name in _CIFAR:
         train, test, num_classes = _load_cifar(name, search_dirs(name, data_dir))
     else:
-        raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}, "
-                        "wordnet-<K>, wordnet-full, ptb or teacher-<D>")
-    train, valid = _carve(train, round(validation_fraction * len(train.labels)))
+        raise DataError(f"unknown image data set {name!r}; choose one of {', '.join(DATASETS)}")
+    train, valid = carve(train, round(validation_fraction * len(train.labels)))
     return Dataset(name, train, valid, test, num_classes)
-
-
-def _carve(split: Split, n: int) -> tuple[Split, Split]:
-    """Splits off ``n`` examples chosen by a fixed permutation; both parts keep file order."""
-    perm = np.random.default_rng(_SPLIT_SEED).permutation(len(split.labels))
-    rest, taken = np.sort(perm[n:]), np.sort(perm[:n])
-    return (Split(split.images[rest], split.labels[rest]),
-            Split(split.images[taken], split.labels[taken]))
 
 
 def _split(pixels: np.ndarray, scale: float, labels: np.ndarray) -> Split:
@@ -207,20 +156,8 @@ def _load_digits() -> tuple[Split, Split, int]:
     digits = load_digits()
     everything = _split(digits.images[..., None], 16, digits.target)
     n_test = round(_DIGITS_TEST_FRACTION * len(everything.labels))
-    train, test = _carve(everything, n_test)
+    train, test = carve(everything, n_test)
     return train, test, 10
-
-
-def _not_found(name: str, what: str, dirs: list[Path]) -> DataError:
-    looked = "\n".join(f"  {d}" for d in dirs)
-    return DataError(f"{name}: {what} not found. Looked in:\n{looked}\n{_HINTS[name]}")
-
-
-def _check_sha256(path: Path, content: bytes, expected: str, what: str) -> None:
-    actual = hashlib.sha256(content).hexdigest()
-    if actual != expected:
-        raise DataError(f"{path}: SHA-256 of {what} is {actual}, expected {expected}. "
-                        "The file is corrupt or not the official one; fetch it again.")
 
 
 def _load_idx(name: str, dirs: list[Path]) -> tuple[Split, Split, int]:
@@ -228,7 +165,7 @@ def _load_idx(name: str, dirs: list[Path]) -> tuple[Split, Split, int]:
     for stem in _IDX_FILES:
         path = next((d / f for d in dirs for f in (stem + ".gz", stem) if (d / f).is_file()), None)
         if path is None:
-            raise _not_found(name, f"file {stem}.gz (or {stem})", dirs)
+            raise not_found(name, f"file {stem}.gz (or {stem})", dirs, _HINTS[name])
         arrays[stem] = _read_idx(name, path, stem)
     splits = []
     for prefix in ("train", "t10k"):
@@ -248,11 +185,11 @@ def _read_idx(name: str, path: Path, stem: str) -> np.ndarray:
     try:
         content = path.read_bytes()
         if path.name in sums:  # the file as stored: raw IDX, or .gz with a published hash
-            _check_sha256(path, content, sums[path.name], "the file")
+            check_sha256(path, content, sums[path.name], "the file")
         if path.suffix == ".gz":
             content = gzip.decompress(content)
             if stem in sums:
-                _check_sha256(path, content, sums[stem], "the decompressed IDX content")
+                check_sha256(path, content, sums[stem], "the decompressed IDX content")
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: cannot read it ({e}); fetch it again.") from e
     # Header: two zero bytes, type code 0x08 (unsigned byte), number of dims, then each
@@ -282,7 +219,8 @@ def _load_cifar(name: str, dirs: list[Path]) -> tuple[Split, Split, int]:
             files = _read_cifar_directory(name, d / spec.directory, spec)
             break
     else:
-        raise _not_found(name, f"{spec.tarball} (or the directory {spec.directory}/)", dirs)
+        raise not_found(name, f"{spec.tarball} (or the directory {spec.directory}/)", dirs,
+                        _HINTS[name])
     *train, test = [_parse_cifar(where, content, spec) for where, content in files]
     train = Split(np.concatenate([s.images for s in train]),
                   np.concatenate([s.labels for s in train]))
@@ -297,7 +235,7 @@ def _read_cifar_tarball(name: str, path: Path, spec: _Cifar) -> list[tuple[str, 
         content = path.read_bytes()
         expected = SHA256.get(name, {}).get(path.name)
         if expected is not None:
-            _check_sha256(path, content, expected, "the file")
+            check_sha256(path, content, expected, "the file")
         found = {}
         with tarfile.open(fileobj=io.BytesIO(content), mode="r:gz") as tar:
             for member in tar:  # one pass in archive order: no seeking back in the gzip stream

@@ -18,9 +18,9 @@ Corpora (``CORPORA``); a corpus is three lists of sentences, each a list of toke
 - ``ptb``: Mikolov's Penn Treebank language-modelling files ``ptb.train.txt``,
   ``ptb.valid.txt``, ``ptb.test.txt`` (one sentence per line, already tokenized and
   lower-cased, rare words already ``<unk>``), split on whitespace. They are looked for like the
-  image files (``data.search_dirs("ptb", data_dir)``), each in the first directory that has it.
+  image files (``search_dirs("ptb", data_dir)``), each in the first directory that has it.
 
-Checksum policy, as in ``data``: each file's SHA-256 (``SHA256``) is checked before parsing.
+Checksum policy, as in ``images``: each file's SHA-256 (``SHA256``) is checked before parsing.
 The WordNet values are Debian's files; other copies of WordNet 3.0 may differ byte for byte
 and are refused. Nothing is cached.
 """
@@ -38,7 +38,14 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments import data
+from experiments.data.common import (
+    DataError,
+    Dataset,
+    Split,
+    check_sha256,
+    not_found,
+    search_dirs,
+)
 
 CORPORA: tuple[str, ...] = ("wordnet", "ptb")
 
@@ -112,12 +119,12 @@ def wordnet_corpus(wordnet_dir: str | os.PathLike = WORDNET_DIR) -> Corpus:
     (see the module docstring).
 
     Raises:
-      data.DataError: a file is missing, fails its checksum, or has a synset line without gloss.
+      DataError: a file is missing, fails its checksum, or has a synset line without gloss.
     """
     wordnet_dir = Path(wordnet_dir).expanduser()
     missing = [f for f in _WORDNET_POS if not (wordnet_dir / f).is_file()]
     if missing:
-        raise data.DataError(
+        raise DataError(
             f"wordnet: {', '.join(missing)} not found in {wordnet_dir} (needs "
             f"{', '.join(_WORDNET_POS)}). Install them with `apt-get install wordnet-base` "
             "(Debian, Ubuntu), which puts them in /usr/share/wordnet.")
@@ -129,7 +136,7 @@ def wordnet_corpus(wordnet_dir: str | os.PathLike = WORDNET_DIR) -> Corpus:
                 continue
             head, bar, gloss = line.partition(" | ")
             if not bar:
-                raise data.DataError(f"{path}:{number}: no ' | ' before a gloss; "
+                raise DataError(f"{path}:{number}: no ' | ' before a gloss; "
                                      "the file is not a WordNet data file")
             offset = head.split(" ", 1)[0]
             splits[_split_of(f"{pos} {offset}")].append(tokenize(gloss))
@@ -147,15 +154,14 @@ def ptb_corpus(data_dir: str | os.PathLike | None = None) -> Corpus:
     white space.
 
     Raises:
-      data.DataError: a file is missing or fails its checksum.
+      DataError: a file is missing or fails its checksum.
     """
-    dirs = data.search_dirs("ptb", data_dir)
+    dirs = search_dirs("ptb", data_dir)
     splits = []
     for name in ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"):
         path = next((d / name for d in dirs if (d / name).is_file()), None)
         if path is None:
-            looked = "\n".join(f"  {d}" for d in dirs)
-            raise data.DataError(f"ptb: file {name} not found. Looked in:\n{looked}\n{_PTB_HINT}")
+            raise not_found("ptb", f"file {name}", dirs, _PTB_HINT)
         lines = _read_checked(path, SHA256["ptb"][name])
         splits.append([words for words in map(str.split, lines) if words])
     return Corpus(*splits)
@@ -165,10 +171,10 @@ def _read_checked(path: Path, sha256: str) -> list[str]:
     """The lines of an ASCII/UTF-8 text file whose SHA-256 matches ``sha256``."""
     try:
         content = path.read_bytes()
-        data._check_sha256(path, content, sha256, "the file")
+        check_sha256(path, content, sha256, "the file")
         return content.decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise data.DataError(f"{path}: cannot read it ({e}); fetch it again.") from e
+        raise DataError(f"{path}: cannot read it ({e}); fetch it again.") from e
 
 
 @dataclass(frozen=True)
@@ -205,7 +211,7 @@ def build_vocabulary(sentences: Iterable[Sequence[str]], size: int | None) -> Vo
 
 
 def ngram_windows(sentences: Sequence[Sequence[str]], vocabulary: Vocabulary,
-                  context: int) -> data.Split:
+                  context: int) -> Split:
     """Every (context, next token) pair of the sentences, each followed by ``</s>``.
 
     With a sentence's ids ``w_1 .. w_T`` and ``w_{T+1} = </s>``, target ``t`` (1 <= t <= T+1)
@@ -214,7 +220,7 @@ def ngram_windows(sentences: Sequence[Sequence[str]], vocabulary: Vocabulary,
     ``labels`` entry ``w_t``.
 
     Returns:
-      ``data.Split`` of int32 ``images`` (N, context) and int32 ``labels`` (N,), N the number
+      ``Split`` of int32 ``images`` (N, context) and int32 ``labels`` (N,), N the number
       of tokens plus the number of sentences.
     """
     if context < 1:
@@ -227,47 +233,47 @@ def ngram_windows(sentences: Sequence[Sequence[str]], vocabulary: Vocabulary,
     windows = np.empty((len(stream), context), np.int32)
     for k in range(1, context + 1):  # column context - k holds w_{t-k}
         windows[:, context - k] = np.where(position >= k, stream[np.maximum(index - k, 0)], eos)
-    return data.Split(windows, stream)
+    return Split(windows, stream)
 
 
 def language_model_data(corpus_name: str, vocabulary_size: int | None, context: int,
-                        data_dir: str | os.PathLike | None = None) -> data.Dataset:
+                        data_dir: str | os.PathLike | None = None) -> Dataset:
     """N-gram windows of a corpus over the vocabulary of its training split.
 
     Args:
       corpus_name: "wordnet" or "ptb".
       vocabulary_size: words kept besides ``</s>`` and ``<unk>`` (None: all training tokens).
       context: number of previous tokens in a window.
-      data_dir: PTB: searched first (``data.search_dirs``); WordNet: the directory of the
+      data_dir: PTB: searched first (``search_dirs``); WordNet: the directory of the
         ``data.*`` files instead of /usr/share/wordnet.
 
     Returns:
-      ``data.Dataset`` named ``corpus_name`` with ``num_classes = len(vocabulary)``.
+      ``Dataset`` named ``corpus_name`` with ``num_classes = len(vocabulary)``.
     """
     if corpus_name == "wordnet":
         corpus = wordnet_corpus(WORDNET_DIR if data_dir is None else data_dir)
     elif corpus_name == "ptb":
         corpus = ptb_corpus(data_dir)
     else:
-        raise data.DataError(f"unknown corpus {corpus_name!r}; choose one of {', '.join(CORPORA)}")
+        raise DataError(f"unknown corpus {corpus_name!r}; choose one of {', '.join(CORPORA)}")
     vocabulary = build_vocabulary(corpus.train, vocabulary_size)
     train, valid, test = (ngram_windows(s, vocabulary, context)
                           for s in (corpus.train, corpus.valid, corpus.test))
-    return data.Dataset(corpus_name, train, valid, test, num_classes=len(vocabulary))
+    return Dataset(corpus_name, train, valid, test, num_classes=len(vocabulary))
 
 
-def load(name: str, data_dir: str | os.PathLike | None = None) -> data.Dataset:
+def load(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
     """The experiments' language-modelling data set ``name`` ("wordnet-<K>", "wordnet-full",
     "ptb"): ``CONTEXT``-token windows (``language_model_data``), the training windows in a
     fixed random order (so that a run's ``train_subset`` is a random sample of them), the
     validation split cut to a fixed random ``VALID_WINDOWS`` windows, the test split whole.
 
     Raises:
-      data.DataError: the name is not of that form, or a corpus file is missing or corrupt.
+      DataError: the name is not of that form, or a corpus file is missing or corrupt.
     """
     match = _DATASET_NAME.fullmatch(name)
     if match is None:
-        raise data.DataError(f"unknown language-modelling data set {name!r}; "
+        raise DataError(f"unknown language-modelling data set {name!r}; "
                              "use wordnet-<K> (e.g. wordnet-10000), wordnet-full or ptb")
     corpus, size, _ = match.groups()
     corpus = corpus or "ptb"
@@ -276,9 +282,9 @@ def load(name: str, data_dir: str | os.PathLike | None = None) -> data.Dataset:
     rng = np.random.default_rng(_ORDER_SEED)
     train_order = rng.permutation(len(full.train.labels))
     valid_taken = np.sort(rng.permutation(len(full.valid.labels))[:VALID_WINDOWS])
-    return data.Dataset(
+    return Dataset(
         name,
-        data.Split(full.train.images[train_order], full.train.labels[train_order]),
-        data.Split(full.valid.images[valid_taken], full.valid.labels[valid_taken]),
+        Split(full.train.images[train_order], full.train.labels[train_order]),
+        Split(full.valid.images[valid_taken], full.valid.labels[valid_taken]),
         full.test, full.num_classes,
     )

@@ -20,7 +20,7 @@ import re
 
 import numpy as np
 
-from experiments import data
+from experiments.data.common import DataError, Dataset, Split
 
 INPUTS, HIDDEN = 16, 64
 SCALE = 4.0  # spread of the teacher's scores against the log-prior's
@@ -28,7 +28,7 @@ SIZES = {"train": 20_000, "valid": 5_000, "test": 20_000}
 _SEED = 0
 
 
-def teacher_dataset(num_classes: int) -> data.Dataset:
+def teacher_dataset(num_classes: int) -> Dataset:
     """Inputs float32 (N, 16) and teacher labels over ``num_classes`` classes (module docstring)."""
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
@@ -43,14 +43,14 @@ def teacher_dataset(num_classes: int) -> data.Dataset:
         scores = SCALE * h[start:start + 1000] @ b.T / np.sqrt(HIDDEN) + log_prior
         labels[start:start + 1000] = np.argmax(scores, 1)
     cuts = np.cumsum([SIZES["train"], SIZES["valid"]])
-    splits = [data.Split(xs.astype(np.float32), ys) for xs, ys in
+    splits = [Split(xs.astype(np.float32), ys) for xs, ys in
               zip(np.split(x, cuts), np.split(labels, cuts))]
-    return data.Dataset(f"teacher-{num_classes}", *splits, num_classes=num_classes)
+    return Dataset(f"teacher-{num_classes}", *splits, num_classes=num_classes)
 
 
-def load(name: str) -> data.Dataset:
+def load(name: str) -> Dataset:
     """``teacher-<D>``: ``teacher_dataset(D)``."""
     match = re.fullmatch(r"teacher-([1-9][0-9]*)", name)
     if match is None:
-        raise data.DataError(f"unknown synthetic data set {name!r}; use teacher-<D>, e.g. teacher-100")
+        raise DataError(f"unknown synthetic data set {name!r}; use teacher-<D>, e.g. teacher-100")
     return teacher_dataset(int(match.group(1)))
