@@ -84,14 +84,14 @@ def _inverse_power_of_two(k: jax.Array, dtype) -> jax.Array:
 
 
 def _scaled_taylor_polynomial(y: jax.Array, b: jax.Array, order: int) -> jax.Array:
-    """``T_n(x) b^n`` for ``x = y / b``: ``sum_j y^j b^(n-j) / j!`` by Horner's rule,
-    ``b^n + y (b^(n-1) + y/2 (b^(n-2) + ... (b + y/n)))``; with ``|y| <= 4`` and ``b <= 1``
+    """``T_n(x) b^n = sum_j y^j b^(n-j) / j!`` for ``x = y / b``, by Horner's rule in ``y``:
+    ``(((y/n! + b/(n-1)!) y + b^2/(n-2)!) y + ...) y + b^n``; with ``|y| <= 4`` and ``b <= 1``
     nothing overflows."""
-    scaled, b_power = b + y * (1 / order), b
+    scaled, b_power = y * (1 / math.factorial(order)), b
     for j in range(order - 1, 0, -1):
+        scaled = (scaled + b_power * (1 / math.factorial(j))) * y
         b_power = b_power * b
-        scaled = b_power + y * scaled * (1 / j)
-    return scaled
+    return scaled + b_power
 
 
 def _slice_max(x: jax.Array, axes: tuple[int, ...], mask: Optional[jax.Array]) -> jax.Array:
@@ -192,38 +192,56 @@ def classes(x: jax.Array, where: Optional[jax.Array]) -> Classes:
     return Classes(x, x != -jnp.inf if where is None else where & (x != -jnp.inf), where)
 
 
-def _sum_of_scores(member: Member, c: Classes, axes, log_c):
-    scaled = member.scaled(c.logits, log_c)
-    return scaled.log_scale, jnp.sum(jnp.where(c.included, scaled.scores, 0), axes, keepdims=True)
+def _masked(values: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
+    return values if mask is None else jnp.where(mask, values, 0)
 
 
-def _partition(member: Member, c: Classes, axes) -> tuple[jax.Array, jax.Array]:
-    """``(log C, sum_j f(x_j) / C)``, kept as size 1 on the class axes: with the member's
-    ``log_scale``, or its ``fallback_log_scale`` if some slice's sum is not finite (rare: huge
-    logits; a NaN or +inf makes the sum NaN). The sum is at least the smallest normal float,
-    ``tiny``, which only a fully excluded slice reaches: its probabilities are then 0."""
-    log_c, total = _sum_of_scores(member, c, axes, member.log_scale(c.logits, axes, c.where))
-    if member.fallback_log_scale is not None:
+def _normalize(member: Member, c: Classes, axes, outputs: tuple[str, ...] = ()) -> tuple:
+    """``(log C, Z / C)``, kept as size 1 on the class axes, then ``f(x_i) / Z`` or
+    ``f'(x_i) / Z`` for each field of ``Scaled`` named in ``outputs``, exactly 0 where excluded.
 
-        def rescaled(x, where):  # the classes again from x: only x goes through the cond
-            c = classes(x, where)
-            bound = member.fallback_log_scale(c.safe_logits, axes)  # NaN or inf: a bad logit
-            log_c, total = _sum_of_scores(member, c, axes, bound)
-            return log_c, jnp.where(jnp.isfinite(bound), total, jnp.nan)
+    The first pass uses the member's ``log_scale`` and masks only the caller's ``where``: a
+    -inf logit needs no mask there, since softmax's score vanishes at -inf and a polynomial
+    member's is +inf, which makes the slice's sum non-finite. If any slice's sum is not finite
+    (a -inf in a polynomial member, huge logits, a NaN or +inf: rare), the batch is redone with
+    the ``fallback_log_scale`` and every excluded class masked, inside a ``lax.cond``. The sum
+    is at least the smallest normal float, ``tiny``, which only a fully excluded slice reaches:
+    its probabilities are then 0.
+    """
 
-        # The sums are positive: their sum is finite only if each is (or it falls back).
-        log_c, total = lax.cond(
-            jnp.isfinite(jnp.sum(total)), lambda *_: (log_c, total), rescaled, c.logits, c.where
-        )
-    return log_c, jnp.maximum(total, jnp.finfo(total.dtype).tiny)
+    def finish(c, log_c, total, mask):
+        scaled = member.scaled(c.logits, log_c)
+        total = jnp.maximum(total, jnp.finfo(total.dtype).tiny)
+        inverse = 1 / total  # the scores summed, when log_c is the same
+        return (scaled.log_scale, total,
+                *(_masked(getattr(scaled, name), mask) * inverse for name in outputs))
 
+    def sum_of_scores(c, log_c, mask):
+        return jnp.sum(_masked(member.scaled(c.logits, log_c).scores, mask), axes, keepdims=True)
 
-def _over_partition(member: Member, c: Classes, log_c, total) -> Scaled:
-    """``f(x_i) / Z`` and ``f'(x_i) / Z``, exactly 0 where excluded."""
-    scaled = member.scaled(c.logits, log_c)
-    inverse = 1 / total  # the masked scores are those summed when log_c is the same: shared
-    return Scaled(jnp.where(c.included, scaled.scores, 0) * inverse,
-                  jnp.where(c.included, scaled.slopes, 0) * inverse, log_c)
+    def first_log_scale(c):
+        return member.log_scale(c.logits, axes, c.where)
+
+    total = sum_of_scores(c, first_log_scale(c), c.where)
+    if member.fallback_log_scale is None:
+        return finish(c, first_log_scale(c), total, c.where)
+
+    # Only x, where and the sums go through the cond; the classes and log C are formed again
+    # from x inside (log C = 0 stays a constant there).
+    def first_pass(x, where, total):
+        c = classes(x, where)
+        return finish(c, first_log_scale(c), total, where)
+
+    def rescaled(x, where, _):
+        c = classes(x, where)
+        bound = member.fallback_log_scale(c.safe_logits, axes)  # NaN or inf: a bad logit
+        total = sum_of_scores(c, bound, c.included)
+        return finish(c, bound, jnp.where(jnp.isfinite(bound), total, jnp.nan), c.included)
+
+    # One scalar: the largest sum is finite only if every sum is (max propagates NaN).
+    return lax.cond(
+        jnp.isfinite(jnp.max(total)), first_pass, rescaled, c.logits, c.where, total
+    )
 
 
 def _log(log_c: jax.Array, total: jax.Array) -> jax.Array:
@@ -233,14 +251,13 @@ def _log(log_c: jax.Array, total: jax.Array) -> jax.Array:
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
 def _log_partition(member: Member, axes: tuple[int, ...], c: Classes) -> jax.Array:
-    return _log(*_partition(member, c, axes))
+    return _log(*_normalize(member, c, axes))
 
 
 @_log_partition.defjvp
 def _log_partition_jvp(member, axes, primals, tangents):
     (c,), (dc,) = primals, tangents
-    log_c, total = _partition(member, c, axes)
-    slopes = _over_partition(member, c, log_c, total).slopes
+    log_c, total, slopes = _normalize(member, c, axes, ("slopes",))
     return _log(log_c, total), jnp.sum(slopes * dc.logits, axes, keepdims=True)
 
 
@@ -255,14 +272,14 @@ def log_partition(member: Member, c: Classes, axes: tuple[int, ...]) -> jax.Arra
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
 def _probabilities(member: Member, axes: tuple[int, ...], c: Classes) -> jax.Array:
-    return _over_partition(member, c, *_partition(member, c, axes)).scores
+    return _normalize(member, c, axes, ("scores",))[2]
 
 
 @_probabilities.defjvp
 def _probabilities_jvp(member, axes, primals, tangents):
     """``dp_i = f'(x_i) dx_i / Z - p_i sum_j f'(x_j) dx_j / Z``."""
     (c,), (dc,) = primals, tangents
-    probs, slopes, _ = _over_partition(member, c, *_partition(member, c, axes))
+    _, _, probs, slopes = _normalize(member, c, axes, ("scores", "slopes"))
     dscores = slopes * dc.logits
     return probs, dscores - probs * jnp.sum(dscores, axes, keepdims=True)
 
@@ -343,6 +360,7 @@ class IntegerLabelBatch(NamedTuple):
     labels: jax.Array  # (...), a valid class index everywhere (0 where the label is invalid)
     label_is_valid: jax.Array  # (...): label in [0, D) and its class not masked by ``where``
     target_is_excluded: jax.Array  # (...): the target's logit is -inf (probability 0)
+    is_empty: jax.Array  # (...): every class excluded
     out_dtype: jnp.dtype
 
 
@@ -373,8 +391,10 @@ def integer_label_batch(
         where = classes_last(where)
         label_is_valid &= take_target(where, safe_labels)
     target_is_excluded = take_target(x, safe_labels) == -jnp.inf  # where=False: not valid
+    # A max, not any(included): no boolean array of the logits' size is formed.
+    is_empty = jnp.max(x, -1, where=where, initial=-jnp.inf) == -jnp.inf
     return IntegerLabelBatch(
-        classes(x, where), safe_labels, label_is_valid, target_is_excluded, logits.dtype
+        classes(x, where), safe_labels, label_is_valid, target_is_excluded, is_empty, logits.dtype
     )
 
 
@@ -394,7 +414,7 @@ def finish_integer_label_loss(loss: jax.Array, batch: IntegerLabelBatch) -> jax.
     for a fully excluded example; in the input dtype."""
     loss = jnp.where(batch.target_is_excluded, jnp.inf, loss)
     loss = jnp.where(batch.label_is_valid, loss, jnp.nan)
-    loss = jnp.where(jnp.any(batch.classes.included, axis=-1), loss, 0)
+    loss = jnp.where(batch.is_empty, 0, loss)
     return loss.astype(batch.out_dtype)
 
 
