@@ -6,10 +6,12 @@ Everything else is shared: the log-partition ``log Z = log sum_j f(x_j)`` and it
 ``f'(x_i) / Z``, probabilities, log-probabilities, masking, excluded classes, axis handling,
 the dtype policy, and the negative log-likelihood ``log Z - log f(x_c)``.
 
-Excluded classes: ``where=False`` and a logit of -inf both exclude a class. Masking uses the
-"double where": excluded inputs are replaced by 0 before any score is computed and the
-outputs are masked afterwards, so an excluded input gets an exactly zero gradient. A NaN or
-+inf among a slice's included logits makes that slice's outputs NaN.
+Excluded classes: ``where=False`` and a logit of -inf both exclude a class, with probability
+exactly 0 and an exactly zero gradient. The first pass masks only ``where``: a -inf score is 0
+for softmax, and +inf for the polynomial members, which sends the batch to a fallback pass
+that masks every excluded class (``_normalize``); functions differentiated by autodiff take
+logits with 0 in place of excluded entries (the "double where"). A NaN or +inf among a
+slice's included logits makes that slice's outputs NaN.
 
 Dtype policy: inputs of any floating dtype; work in at least float32; return the input dtype.
 """
