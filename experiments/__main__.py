@@ -105,7 +105,7 @@ def main(argv=None) -> int:
         for config in (experiment,) if isinstance(experiment, configs.Config) else experiment:
             print(f"# {config.name}\n{configs.describe(config)}\n")
         return 0
-    from experiments import data
+    from experiments import data, train
 
     _enable_compilation_cache()
     if args.distributed:
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
         jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
     try:
         print(_run(args, experiment))
-    except data.DataError as error:
+    except (data.DataError, train.RunError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

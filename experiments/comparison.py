@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -67,9 +68,13 @@ def choose(candidates: list[tuple[dict, dict]]) -> tuple[dict, float]:
 def run(config: Config, output: Path, data: Dataset, command: str) -> dict[str, Path]:
     """Tunes and trains every loss of ``config``; returns each loss's final run directory."""
     output = Path(output)
-    write_json_atomically(output / "config.json", {
-        "config": dataclasses.asdict(config), "command": command, "num_classes": data.num_classes,
-    })
+    config_path = output / "config.json"
+    saved = json.loads(json.dumps(dataclasses.asdict(config)))
+    if config_path.exists() and json.loads(config_path.read_text())["config"] != saved:
+        raise train.RunError(f"{output} holds a comparison of another configuration "
+                             f"({config_path}); choose another output directory or delete that one")
+    write_json_atomically(config_path, {"config": saved, "command": command,
+                                        "num_classes": data.num_classes})
     finals = {}
     for loss in config.losses:
         trainer = train.trainer(config, loss, data)

@@ -182,6 +182,8 @@ def render(experiment: dict, runs: dict) -> str:
         f"were chosen on the validation split with seeds {list(config['tuning_seeds'])}; the test "
         "set was not used to choose.",
     ]
+    if config["description"]:
+        lines.append(config["description"])
     if language_model:
         lines.append(
             "Perplexity is exp(test NLL per token) under the model's own normalized probabilities "

@@ -55,6 +55,11 @@ CHECKPOINT_SECONDS = 30.0  # a model in training is saved at most this often (an
 OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd}
 
 
+class RunError(ValueError):
+    """A run that cannot start or resume as asked: settings that do not fit the data, or a run
+    directory holding another configuration or checkpoint structure."""
+
+
 @dataclass(frozen=True)
 class Run:
     """What one run directory trains: a model per (learning rate, seed), one loss setting."""
@@ -104,7 +109,7 @@ class Trainer:
         self.optimizer = optax.inject_hyperparams(OPTIMIZERS[config.optimizer])
         devices = np.array(jax.devices())
         if config.batch_size % devices.size:
-            raise ValueError(
+            raise RunError(
                 f"batch_size {config.batch_size} must be a multiple of the number of devices "
                 f"({devices.size}) to shard the batch over them"
             )
@@ -116,7 +121,7 @@ class Trainer:
         self.train = jax.device_put((train.images, train.labels), self.replicated)
         self.steps_per_epoch = train.labels.shape[0] // config.batch_size
         if self.steps_per_epoch == 0:
-            raise ValueError(
+            raise RunError(
                 f"batch_size {config.batch_size} exceeds the {train.labels.shape[0]} training examples"
             )
         self.input_shape = train.images.shape[1:]
@@ -259,7 +264,7 @@ class _Checkpoints:
         try:
             saved = self.manager.restore(epoch, args=ocp.args.StandardRestore(like))
         except (ValueError, KeyError, TypeError) as error:
-            raise ValueError(
+            raise RunError(
                 f"the checkpoint in {self.directory} holds a state of another structure "
                 f"than this code builds ({error}); delete it to start this model again"
             ) from None
@@ -328,7 +333,7 @@ def run(config: Config, run: Run, run_dir: Path, data: Dataset, trainer: Trainer
     config_path = run_dir / "config.json"
     if config_path.exists():
         if json.loads(config_path.read_text()) != json.loads(json.dumps(saved_config)):
-            raise ValueError(
+            raise RunError(
                 f"{run_dir} holds a run of another configuration ({config_path}); "
                 "choose another output directory or delete that one"
             )

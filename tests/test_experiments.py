@@ -3,6 +3,7 @@ run killed with SIGKILL resuming to the numbers of an uninterrupted run, two sha
 agreeing with one, the per-loss choice on validation, and a tiny comparison end to end on
 Fashion-MNIST."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -177,13 +178,13 @@ def tiny_config(**overrides):
     return configs.Config(**{**settings, **overrides})
 
 
-def tiny_run(config, loss="log-taylor-2", hyper=None, learning_rates=(3e-3,), seeds=(0, 1)):
+def tiny_run(loss="log-taylor-2", hyper=None, learning_rates=(3e-3,), seeds=(0, 1)):
     return train.Run(loss, hyper or {}, learning_rates, seeds, test=True)
 
 
 def run_tiny(run_dir, digits, config=None, **run_settings):
     config = config or tiny_config()
-    run = tiny_run(config, **run_settings)
+    run = tiny_run(**run_settings)
     return train.run(config, run, run_dir, digits, train.trainer(config, run.loss, digits))
 
 
@@ -206,13 +207,21 @@ def test_an_existing_run_of_another_config_is_refused(tmp_path, digits):
         run_tiny(tmp_path, digits, tiny_config(max_epochs=2))
 
 
+def test_a_comparison_directory_of_another_config_is_refused_and_kept(tmp_path, digits):
+    saved = {"config": dataclasses.asdict(tiny_config(max_epochs=1)), "command": "x", "num_classes": 10}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(train.RunError, match="another configuration"):
+        comparison.run(tiny_config(max_epochs=2), tmp_path, digits, "y")
+    assert json.loads((tmp_path / "config.json").read_text()) == json.loads(json.dumps(saved))
+
+
 def test_one_compilation_of_each_program_serves_every_setting_and_epoch(tmp_path, digits):
     """Two runs of log-spherical (two epsilons, two learning rates, two epochs) through one
     trainer compile the training epoch and init once each, the evaluation once per split."""
     config = tiny_config(max_epochs=2, patience=None)
     trainer = train.trainer(config, "log-spherical", digits)
     for epsilon in (0.1, 0.01):
-        train.run(config, tiny_run(config, "log-spherical", {"epsilon": epsilon}, (1e-3, 1e-2)),
+        train.run(config, tiny_run("log-spherical", {"epsilon": epsilon}, (1e-3, 1e-2)),
                   tmp_path / f"{epsilon}", digits, trainer)
     assert trainer.train_epoch._cache_size() == 1
     assert trainer.init._cache_size() == 1
@@ -376,3 +385,15 @@ def test_factored_output_layer_trains_the_dense_sgd_model(tmp_path, digits, loss
 def test_factored_output_layer_refuses_what_it_cannot_train(digits, loss, optimizer, message):
     with pytest.raises(ValueError, match=message):
         FactoredTrainer(tiny_config(output_layer="factored", optimizer=optimizer), loss, digits)
+
+
+def test_a_checkpoint_of_another_structure_stops_with_a_clear_error(tmp_path):
+    """A model's checkpoint saved with other widths cannot be restored into this model."""
+    small = {"params": {"w": jnp.zeros((3, 4))}}
+    train._Checkpoints(tmp_path, 0).save(2, small, small["params"])
+    for other in ({"params": {"w": jnp.zeros((3, 4)), "b": jnp.zeros(4)}},
+                  {"params": {"w": jnp.zeros((3, 5))}}):
+        with pytest.raises(train.RunError, match="(?s)another structure.*delete it"):
+            train._Checkpoints(tmp_path, 0).restore({"state": other, "best": other["params"]})
+    epoch, restored = train._Checkpoints(tmp_path, 0).restore({"state": small, "best": small["params"]})
+    assert epoch == 2 and restored["state"]["params"]["w"].shape == (3, 4)
