@@ -55,7 +55,7 @@ class Member(NamedTuple):
     for the slices whose sum of scores is not finite with the first.
     """
 
-    log_score: Callable[[jax.Array], jax.Array]  # log f(x), elementwise, any finite x
+    log_score: Callable[[jax.Array], jax.Array]  # log f(x) elementwise; -inf at x = -inf
     scaled: Callable[[jax.Array, jax.Array], Scaled]
     log_scale: Callable[[jax.Array, tuple[int, ...], Optional[jax.Array]], jax.Array]
     fallback_log_scale: Optional[Callable[[jax.Array, tuple[int, ...]], jax.Array]] = None
@@ -110,7 +110,13 @@ def _zero_log_scale(x, axes, mask):
 def _power_of_two_member(degree, log_score, scaled_scores) -> Member:
     """A member whose ``f`` grows like ``|x|^degree``, scaled by ``C = 2^(degree k)``:
     ``scaled_scores(x b, b)`` is ``f(x) b^degree`` and its derivative in ``x b`` is
-    ``f'(x) b^(degree - 1)``, with ``b = 2^-k``."""
+    ``f'(x) b^(degree - 1)``, with ``b = 2^-k``. ``log_score`` is given for finite x; at -inf
+    (an excluded class, though ``f(-inf) = +inf``) the member's log-score is -inf, with a
+    zero gradient."""
+
+    def excluding_log_score(x):
+        excluded = x == -jnp.inf
+        return jnp.where(excluded, -jnp.inf, log_score(jnp.where(excluded, 0, x)))
 
     def scaled(x, log_c):
         k = jnp.clip(jnp.round(log_c / (degree * math.log(2))), 0, jnp.finfo(x.dtype).maxexp - 2)
@@ -122,7 +128,7 @@ def _power_of_two_member(degree, log_score, scaled_scores) -> Member:
         largest = jnp.max(jnp.abs(lax.stop_gradient(x)), axes, keepdims=True)
         return degree * jnp.log(jnp.maximum(largest, 1))
 
-    return Member(log_score, scaled, _zero_log_scale, fallback_log_scale)
+    return Member(excluding_log_score, scaled, _zero_log_scale, fallback_log_scale)
 
 
 # --- The members. ----------------------------------------------------------------------------
@@ -301,8 +307,10 @@ def probabilities(member: Member, x: jax.typing.ArrayLike, axis: Axis, where) ->
 
 
 def _log_probabilities(member: Member, c: Classes, axes: tuple[int, ...]) -> jax.Array:
-    log_probs = member.log_score(c.safe_logits) - log_partition(member, c, axes)
-    return jnp.where(c.included, log_probs, -jnp.inf)
+    """``log f(x_i) - log Z``: -inf at a -inf logit by the member's log-score; the entries
+    excluded by ``where`` get -inf here, and 0 in place of their logit (double where)."""
+    log_probs = member.log_score(_masked(c.logits, c.where)) - log_partition(member, c, axes)
+    return log_probs if c.where is None else jnp.where(c.where, log_probs, -jnp.inf)
 
 
 def log_probabilities(member: Member, x: jax.typing.ArrayLike, axis: Axis, where) -> jax.Array:
@@ -337,7 +345,8 @@ def cross_entropy(
     labels = labels.astype(dtype)
     if where is not None:
         labels = jnp.where(where, labels, 0)
-    log_probs = jnp.where(c.included | (labels != 0), _log_probabilities(member, c, axes), 0)
+    log_probs = _log_probabilities(member, c, axes)  # -inf exactly where excluded
+    log_probs = jnp.where((log_probs == -jnp.inf) & (labels == 0), 0, log_probs)  # 0 log 0 = 0
     return -jnp.sum(labels * log_probs, axes).astype(logits.dtype)
 
 
