@@ -47,8 +47,15 @@ class Config:
     margins: tuple[float, ...] = (0.3, 0.6, 1.0)  # around Banerjee et al.'s default 0.6
     z_loss_a: tuple[float, ...] = (1.0,)
     z_loss_b: tuple[float, ...] = (2.0,)
+    # Tuning widens each grid past its end while the chosen value sits there, within these
+    # (low, high) bounds (experiments.comparison).
+    learning_rate_bounds: tuple[float, ...] = (1e-5, 1.0)
+    epsilon_bounds: tuple[float, ...] = (1e-6, 10.0)
+    margin_bounds: tuple[float, ...] = (0.05, 5.0)
+    z_loss_a_bounds: tuple[float, ...] = (0.01, 100.0)
+    z_loss_b_bounds: tuple[float, ...] = (0.01, 100.0)
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    tuning_seeds: tuple[int, ...] = (0,)
+    tuning_seeds: tuple[int, ...] = (100, 101)  # at least 2, none of them a final seed
     batch_size: int = 128
     max_epochs: int = 10
     patience: Optional[int] = None
@@ -60,10 +67,16 @@ class Config:
     description: str = ""
 
     def grid(self, loss: str) -> dict[str, tuple[float, ...]]:
-        """The tuning grid of each hyperparameter ``loss`` takes."""
+        """The starting tuning grid of each hyperparameter ``loss`` takes."""
         grids = {"epsilon": self.epsilons, "margin": self.margins, "a": self.z_loss_a,
                  "b": self.z_loss_b}
         return {name: grids[name] for name in losses.get(loss).hyperparameters}
+
+    @property
+    def bounds(self) -> dict[str, tuple[float, ...]]:
+        """The (low, high) bounds of the learning rate and of each loss hyperparameter."""
+        return {"learning_rate": self.learning_rate_bounds, "epsilon": self.epsilon_bounds,
+                "margin": self.margin_bounds, "a": self.z_loss_a_bounds, "b": self.z_loss_b_bounds}
 
     def check(self) -> "Config":
         """The config itself, or a ValueError naming the field that is wrong."""
@@ -83,6 +96,16 @@ class Config:
         for field in ("losses", "learning_rates", "seeds", "tuning_seeds"):
             if not getattr(self, field):
                 raise ValueError(f"config.{field} is empty")
+        grids = {"learning_rate": self.learning_rates, "epsilon": self.epsilons,
+                 "margin": self.margins, "a": self.z_loss_a, "b": self.z_loss_b}
+        for name, bounds in self.bounds.items():
+            if len(bounds) != 2 or not 0 < bounds[0] < bounds[1] or not all(
+                    bounds[0] <= value <= bounds[1] for value in grids[name]):
+                raise ValueError(f"config bounds of {name}: {list(bounds)} must be (low, high) "
+                                 f"with 0 < low < high around its grid {list(grids[name])}")
+        if len(set(self.tuning_seeds)) < 2 or set(self.tuning_seeds) & set(self.seeds):
+            raise ValueError(f"config.tuning_seeds={list(self.tuning_seeds)}: give at least 2 "
+                             f"seeds, none of them in config.seeds={list(self.seeds)}")
         return self
 
 
@@ -131,7 +154,7 @@ def digits_mlp() -> Config:
     ``reliability.png`` and the run directories under ``runs/``.
     """
     return Config(name="digits-mlp", dataset="digits", model="mlp", widths=(128, 128),
-                  max_epochs=30, batch_size=64)
+                  max_epochs=200, patience=10, batch_size=64)
 
 
 def fashion_mnist_mlp() -> Config:

@@ -8,6 +8,7 @@ when the loss defines no distribution (squared error); NLL, ECE and Brier are th
 Top-10 accuracy counts a target ranked among the 10 most probable classes (ties in its favour).
 
 ECE uses 15 equal-width confidence bins: ``sum_b (n_b / N) |accuracy_b - confidence_b|``.
+``baselines`` gives the same metrics for two predictors that ignore the input.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 NUM_BINS = 15
 
@@ -86,4 +88,24 @@ def summarize(total: Totals, has_probabilities: bool) -> dict:
             "confidence": [float(c) for c in total.bin_confidence],
             "correct": [float(c) for c in total.bin_correct],
         },
+    }
+
+
+def baselines(train_labels, test_labels, num_classes: int) -> dict[str, dict[str, float]]:
+    """The test metrics of two predictors that ignore the input: the uniform distribution over
+    the D classes, and the class prior (unigram for language models) estimated from the
+    training labels with add-one smoothing, ``p_k = (n_k + 1) / (N + D)``. The uniform guess
+    has expected error ``1 - 1/D``, NLL ``log D`` and Brier score ``1 - 1/D``."""
+    train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
+    d = num_classes
+    prior = (np.bincount(train_labels, minlength=d) + 1.0) / (train_labels.size + d)
+    top10 = np.argsort(-prior, kind="stable")[:10]
+    p_target = prior[test_labels]
+    return {
+        "uniform": {"error": 1 - 1 / d, "top10_accuracy": min(10, d) / d, "nll": float(np.log(d)),
+                    "brier": 1 - 1 / d},
+        "prior": {"error": float(np.mean(test_labels != top10[0])),
+                  "top10_accuracy": float(np.mean(np.isin(test_labels, top10))),
+                  "nll": float(-np.mean(np.log(p_target))),
+                  "brier": float(np.sum(prior ** 2) - 2 * np.mean(p_target) + 1)},
     }

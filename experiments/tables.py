@@ -3,8 +3,8 @@
 ``python -m experiments tables <experiment>`` reads ``<output>/config.json`` (the effective config
 and its command) and ``<output>/runs/<loss>/final/metrics.jsonl`` and writes ``table.md``, ``learning_curves.png``
 and ``reliability.png`` beside them. Numbers are mean +- sample standard deviation over the
-seeds; the paired comparisons resample the seeds' differences (bootstrap, 10,000 resamples)
-and give a paired t-test.
+seeds; the paired comparisons of the paper's losses are analysed per seed by
+``experiments.statistics`` (t interval, exact sign-flip test, smallest detectable difference).
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
-from scipy import stats  # noqa: E402
 
-from experiments import losses, train  # noqa: E402
+from experiments import comparison, configs, losses, statistics, train  # noqa: E402
 from experiments.io import open_atomically, write_text_atomically  # noqa: E402
 
 # de Brebisson & Vincent 2016, test error (%) and Penn Treebank perplexity, as reported by a
@@ -33,16 +32,15 @@ PAPER_ERRORS = {
 PAPER_PTB_PERPLEXITY = {"log-softmax": 126.7, "log-taylor-2": 147.2, "log-spherical": 149.2}
 OPTIMIZER_NAMES = {"adam": "Adam", "sgd": "plain SGD"}
 PAIRED = (("log-taylor-2", "log-softmax"), ("log-spherical", "log-softmax"))
-BOOTSTRAP_RESAMPLES = 10_000
 
 
-def tried_settings(loss_dir: Path) -> dict[str, list[float]]:
-    """The values of each hyperparameter that the tuning runs in ``loss_dir`` tried."""
-    tried: dict[str, set] = {}
+def tried_points(loss_dir: Path) -> list[dict[str, float]]:
+    """The points (learning rate and hyperparameters) that the tuning runs in ``loss_dir`` tried."""
+    points = []
     for config_path in loss_dir.glob("tune-*/config.json"):
-        for key, value in json.loads(config_path.read_text())["run"]["hyper"].items():
-            tried.setdefault(key, set()).add(value)
-    return {key: sorted(values) for key, values in tried.items()}
+        run = json.loads(config_path.read_text())["run"]
+        points += [{"learning_rate": lr, **run["hyper"]} for lr in run["learning_rates"]]
+    return points
 
 
 def final_runs(output: Path) -> dict[str, dict]:
@@ -61,7 +59,7 @@ def final_runs(output: Path) -> dict[str, dict]:
         if len(ends) == len(run["seeds"]) * len(run["learning_rates"]):
             runs[loss] = {"run": run, "history": history, "ends": ends,
                           "test": [{"seed": e["seed"], **e["test"]} for e in ends if not e["diverged"]],
-                          "tried": tried_settings(output / "runs" / loss)}
+                          "tried": tried_points(output / "runs" / loss)}
     return runs
 
 
@@ -96,48 +94,44 @@ def seconds_per_epoch(history: list[dict]) -> float:
     return float(np.median([r["train_seconds"] for r in _timed_epochs(history)]))
 
 
-def epochs_text(ends: list[dict]) -> str:
-    """The models' best and stopping epochs: "best 7-9, stopped 12-14"."""
+def epochs_text(ends: list[dict], max_epochs: int) -> str:
+    """The models' best and stopping epochs, "best 7-9, stopped 12-14", flagged "(k of n not
+    stopped early)" when some ran to ``max_epochs``."""
     def span(values):
         return f"{min(values)}" if min(values) == max(values) else f"{min(values)}-{max(values)}"
     ends = [e for e in ends if not e["diverged"]]
     if not ends:
         return "-"
-    return f"best {span([e['best_epoch'] for e in ends])}, stopped {span([e['stop_epoch'] for e in ends])}"
+    text = f"best {span([e['best_epoch'] for e in ends])}, stopped {span([e['stop_epoch'] for e in ends])}"
+    at_limit = sum(e["stop_epoch"] == max_epochs for e in ends)
+    return text + (f" (**{at_limit} of {len(ends)} not stopped early**)" if at_limit else "")
 
 
 def paired_difference(runs: dict, loss: str, baseline: str, key: str = "error",
                       what: str = "test error", scale: float = 100.0, unit: str = " points") -> str:
     """Test metric ``key`` (times ``scale``) of ``loss`` minus ``baseline``'s, paired by seed
-    (same init and data order): mean, bootstrap interval, paired t-test and the verdict."""
+    (same init and data order), analysed by ``experiments.statistics.paired``."""
     values = {name: {m["seed"]: m[key] * scale for m in runs[name]["test"]} for name in (loss, baseline)}
     seeds = sorted(set(values[loss]) & set(values[baseline]))
     if len(seeds) < 2:
         return f"- {loss} vs {baseline}: fewer than 2 paired seeds."
-    diff = np.array([values[loss][s] - values[baseline][s] for s in seeds])
-    rng = np.random.default_rng(0)
-    means = rng.choice(diff, (BOOTSTRAP_RESAMPLES, diff.size)).mean(1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    p_value = stats.ttest_rel([values[loss][s] for s in seeds], [values[baseline][s] for s in seeds]).pvalue
-    lower = loss if high < 0 else baseline if low > 0 else None
-    if lower is None:
-        verdict = "no difference resolved (the interval contains 0)"
-    elif p_value < 0.05:
-        verdict = f"{lower} has the lower {what}"
-    else:  # with few seeds the percentile bootstrap interval is too narrow
-        verdict = (f"weak evidence that {lower} has the lower {what} (the interval excludes 0, "
-                   "the t-test does not reach p < 0.05)")
+    result = statistics.paired([values[loss][s] - values[baseline][s] for s in seeds])
+    lower = loss if result.mean < 0 else baseline
+    verdict = (f"{lower} lower" if result.resolved else
+               f"not resolved (smallest detectable difference {result.detectable:.2f}{unit})")
     return (
-        f"- {loss} minus {baseline}, {what}: {diff.mean():+.2f}{unit} over {len(seeds)} "
-        f"paired seeds, 95 % bootstrap interval [{low:+.2f}, {high:+.2f}], paired t-test "
-        f"p = {p_value:.3f}: {verdict}."
+        f"- {loss} minus {baseline}, {what}: {result.mean:+.2f}{unit} over {result.seeds} paired "
+        f"seeds, t 95 % interval [{result.low:+.2f}, {result.high:+.2f}], exact sign-flip "
+        f"p = {result.sign_flip_p:.3f}, detectable with 80 % power: {result.detectable:.2f}{unit}: "
+        f"**{verdict}**."
     )
 
 
-def with_edge_mark(value: float, grid) -> str:
-    """``value``, marked when it is the smallest or largest of a grid of several values."""
-    at_edge = len(grid) > 1 and value in (min(grid), max(grid))
-    return f"{value:g} (edge)" if at_edge else f"{value:g}"
+def with_edge_mark(value: float, axis: str, chosen: dict, tried: list[dict], bounds: dict) -> str:
+    """``value``, marked when it sits at an end of the values tried along ``axis``: "(edge)",
+    or "(edge, bound)" when the next step lies outside the axis's bounds."""
+    edge = comparison.beyond_edge(comparison.line(tried, chosen, axis), value, bounds[axis])
+    return f"{value:g}" if edge is None else f"{value:g} (edge{'' if edge[1] else ', bound'})"
 
 
 def _column(test: list[dict], key: str, scale: float = 1.0, digits: int = 3, transform=None) -> str:
@@ -178,8 +172,9 @@ def render(experiment: dict, runs: dict) -> str:
         f"{_budget(config)}"
         + (f", on a fixed random {config['train_subset']:,} training examples"
            if config.get("train_subset") else "")
-        + f". Each loss's learning rate (from {list(config['learning_rates'])}) and hyperparameter "
-        f"were chosen on the validation split with seeds {list(config['tuning_seeds'])}; the test "
+        + f". Each loss's learning rate (starting from {list(config['learning_rates'])}) and "
+        "hyperparameters were chosen on the validation split, widening the grids past a chosen end "
+        f"(README, the comparison protocol), with seeds {list(config['tuning_seeds'])}; the test "
         "set was not used to choose.",
     ]
     if config["description"]:
@@ -203,12 +198,12 @@ def render(experiment: dict, runs: dict) -> str:
         header = ("| loss | learning rate | hyperparameter | test error (%) | test NLL | test ECE (%) "
                   "| test Brier | epochs | train examples/s per model |")
     lines += ["", header, "|---" * header.count(" | ") + "|---|"]
+    bounds = configs.Config(**config).bounds
     for loss, run in runs.items():
         test = run["test"]
-        grids = {"learning rate": config["learning_rates"], **run["tried"]}
-        chosen = {"learning rate": run["run"]["learning_rates"][0], **run["run"]["hyper"]}
-        shown = {k: with_edge_mark(v, grids[k]) for k, v in chosen.items()}
-        hyper = ", ".join(f"{k} = {v}" for k, v in shown.items() if k != "learning rate") or "-"
+        chosen = {"learning_rate": run["run"]["learning_rates"][0], **run["run"]["hyper"]}
+        shown = {k: with_edge_mark(v, k, chosen, run["tried"], bounds) for k, v in chosen.items()}
+        hyper = ", ".join(f"{k} = {v}" for k, v in shown.items() if k != "learning_rate") or "-"
         diverged = len(run["ends"]) - len(test)
         columns = 3 if language_model else 4
         if diverged:
@@ -224,16 +219,28 @@ def render(experiment: dict, runs: dict) -> str:
         if language_model:
             speed += f" | {seconds_per_epoch(run['history']):.1f}"
         layer = " (factored)" if _is_factored(config, loss) else ""
-        lines.append(f"| {loss}{layer} | {shown['learning rate']} | {hyper} | {metrics} "
-                     f"| {epochs_text(run['ends'])} | {speed} |")
+        lines.append(f"| {loss}{layer} | {shown['learning_rate']} | {hyper} | {metrics} "
+                     f"| {epochs_text(run['ends'], config['max_epochs'])} | {speed} |")
+    names = {"uniform": "uniform guess", "prior": "unigram" if language_model else "class prior"}
+    for name, b in sorted(experiment.get("baselines", {}).items(), key=lambda item: item[0] != "uniform"):
+        metrics = (f"{np.exp(b['nll']):.1f} | {100 * (1 - b['error']):.2f} | {100 * b['top10_accuracy']:.2f}"
+                   if language_model else
+                   f"{100 * b['error']:.2f} | {b['nll']:.3f} | - | {b['brier']:.3f}")
+        lines.append(f"| *{names[name]}* | - | - | {metrics} | - | - |" + (" - |" if language_model else ""))
     lines += [
         "",
-        "(edge): the chosen value is at an end of its grid; a wider grid might have done better.",
+        *(["*uniform guess*, *class prior* / *unigram*: baselines that ignore the input: the "
+           "uniform distribution, and the training labels' frequencies with add-one smoothing "
+           "(its prediction is the most frequent class)."] if "baselines" in experiment else []),
+        "(edge): the chosen value is at an end of the values tried along its axis (the other "
+        "coordinates at their chosen values); a wider grid might have done better. (edge, bound): "
+        "the next step lies outside the config's bounds, so tuning did not widen further.",
         *(["(factored): the output layer was trained by softfam's factored layer (exact SGD on "
            "the statistics, O(d^2) per example); the other losses used the dense layer."]
           if any(_is_factored(config, loss) for loss in runs) else []),
         "Epochs: the range over seeds of the best validation epoch (the one tested) and of the "
-        "epoch training stopped at.",
+        "epoch training stopped at; \"not stopped early\": the model ran to max_epochs and may "
+        "not have converged.",
         f"Training throughput: {'tokens' if language_model else 'examples'} per second per model "
         "on this run's machine (env.json), the median over epochs after each model's first; the "
         "models of a run train one after another.",

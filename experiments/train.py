@@ -264,11 +264,16 @@ class _Checkpoints:
         try:
             saved = self.manager.restore(epoch, args=ocp.args.StandardRestore(like))
         except (ValueError, KeyError, TypeError) as error:
+            self.close()
             raise RunError(
                 f"the checkpoint in {self.directory} holds a state of another structure "
                 f"than this code builds ({error}); delete it to start this model again"
             ) from None
         return epoch, saved
+
+    def close(self) -> None:
+        """Stops the manager's background threads."""
+        self.manager.close()
 
 
 def _train_model(trainer: Trainer, run: Run, model_index: int, run_dir: Path, data: Dataset,
@@ -318,6 +323,7 @@ def _train_model(trainer: Trainer, run: Run, model_index: int, run_dir: Path, da
            "stop_epoch": epoch, "diverged": diverged,
            "test": trainer.evaluate(best_params, hyper, data.test) if run.test and not diverged else None}
     _append(run_dir / "metrics.jsonl", end)
+    checkpoints.close()
     shutil.rmtree(checkpoints.directory, ignore_errors=True)  # the records say it all
     return valid + [end]
 

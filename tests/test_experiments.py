@@ -102,7 +102,7 @@ def test_a_diverged_model_scores_no_correct_prediction(log_probabilities):
 
 
 def default_hyper(name):
-    return comparison.settings(configs.tiny(), name)[0]
+    return comparison.loss_hyperparameters(comparison.starting_points(configs.tiny(), name)[0])
 
 
 @pytest.mark.parametrize("name", losses.LOSSES)
@@ -134,37 +134,41 @@ def candidate(hyper, learning_rate, error, nll, diverged=False, seed=0):
                     "diverged": diverged})
 
 
-def test_choice_takes_lowest_validation_error_then_nll():
+def test_choice_takes_the_lowest_validation_nll_or_error_without_a_distribution():
     candidates = [
-        candidate({"epsilon": 0.1}, 0.1, 0.2, 0.1),
+        candidate({"epsilon": 0.1}, 0.1, 0.2, 0.4),
         candidate({"epsilon": 0.01}, 0.01, 0.1, 0.9),
         candidate({"epsilon": 0.001}, 0.001, 0.1, 0.5),
     ]
-    assert comparison.choose(candidates) == ({"epsilon": 0.001}, 0.001)
+    assert comparison.choose(candidates) == ({"epsilon": 0.1}, 0.1)  # NLL, though error is higher
+    without_distribution = [candidate({}, 0.1, 0.2, None), candidate({}, 0.01, 0.1, None)]
+    assert comparison.choose(without_distribution) == ({}, 0.01)
 
 
 def test_choice_averages_tuning_seeds_and_never_takes_a_setting_that_diverged_once():
     candidates = [
         candidate({}, 0.1, 0.05, 0.1, seed=0), candidate({}, 0.1, 0.05, 0.1, diverged=True, seed=1),
-        candidate({}, 0.01, 0.10, 0.3, seed=0), candidate({}, 0.01, 0.30, 0.3, seed=1),
+        candidate({}, 0.01, 0.10, 0.2, seed=0), candidate({}, 0.01, 0.30, 0.6, seed=1),
         candidate({}, 0.001, 0.15, 0.3, seed=0), candidate({}, 0.001, 0.15, 0.3, seed=1),
     ]
-    assert comparison.choose(candidates) == ({}, 0.001)  # 0.01 averages 0.20; 0.1 diverged once
+    assert comparison.choose(candidates) == ({}, 0.001)  # 0.01 averages 0.4; 0.1 diverged once
 
 
-def test_paired_difference_names_the_better_loss():
+def test_paired_difference_gives_a_verdict_only_when_both_tests_agree():
     def run(errors):
         return {"test": [{"seed": s, "error": e} for s, e in enumerate(errors)]}
 
-    runs = {"log-taylor-2": run([0.10, 0.11, 0.12]), "log-softmax": run([0.13, 0.15, 0.14])}
+    softmax = 0.12 + 0.01 * np.sin(np.arange(8))
+    runs = {"log-taylor-2": run(softmax - 0.02), "log-softmax": run(softmax)}
+    runs["log-taylor-2"]["test"][0]["error"] += 0.001  # differences not all equal (sd > 0)
     text = tables.paired_difference(runs, "log-taylor-2", "log-softmax")
-    assert "-3.00 points over 3 paired seeds" in text
-    assert text.endswith("log-taylor-2 has the lower test error.")
-    # differences of -1, -1, -5 and -1 points: every resample is negative, yet t-test p = 0.14
-    runs = {"log-taylor-2": run([0.10, 0.11, 0.12, 0.13]), "log-softmax": run([0.11, 0.12, 0.17, 0.14])}
-    assert "weak evidence that log-taylor-2" in tables.paired_difference(runs, "log-taylor-2", "log-softmax")
-    runs["log-softmax"] = run([0.09, 0.12, 0.11])
-    assert "no difference resolved" in tables.paired_difference(runs, "log-taylor-2", "log-softmax")
+    assert "over 8 paired seeds" in text and "exact sign-flip p = 0.008" in text  # 2 / 2^8
+    assert text.endswith("**log-taylor-2 lower**.")
+    # 5 seeds, all differences negative: the t interval excludes 0, the sign-flip p is 0.0625
+    runs = {"log-taylor-2": run([0.10, 0.11, 0.12, 0.13, 0.12]),
+            "log-softmax": run([0.11, 0.12, 0.14, 0.14, 0.135])}
+    text = tables.paired_difference(runs, "log-taylor-2", "log-softmax")
+    assert "p = 0.062" in text and "**not resolved (smallest detectable difference" in text
 
 
 @pytest.fixture(scope="module")
@@ -333,8 +337,10 @@ def test_tiny_comparison_end_to_end_on_fashion_mnist(tmp_path, capsys):
     assert "epsilon = " in table  # the tuned epsilon is recorded
     for plot in ("learning_curves.png", "reliability.png"):
         assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    tuned = sorted(p.name for p in (tmp_path / "runs" / "log-spherical").iterdir())
-    assert tuned == ["final", "tune-epsilon=0.001", "tune-epsilon=0.01", "tune-epsilon=0.1"]
+    tuned = {p.name for p in (tmp_path / "runs" / "log-spherical").iterdir()}
+    assert {f"tune-epsilon={e:g}-learning_rate={lr:g}" for e in (0.001, 0.01, 0.1)
+            for lr in (0.001, 0.01)} < tuned  # the starting grid, and the widened points
+    assert not any("(edge)" in line for line in table.splitlines() if line.startswith("| log-"))
     # tables regenerate the same table from the run directories alone
     (tmp_path / "table.md").unlink()
     assert cli.main(["tables", "tiny", "--output", str(tmp_path)]) == 0
@@ -353,11 +359,17 @@ def test_a_missing_dataset_stops_with_a_message_not_a_traceback(tmp_path, monkey
     assert not (tmp_path / "out").exists()  # nothing half-written
 
 
-def test_a_choice_at_the_end_of_its_grid_is_marked():
-    assert tables.with_edge_mark(0.01, [0.001, 0.003, 0.01]) == "0.01 (edge)"
-    assert tables.with_edge_mark(0.001, [0.001, 0.003, 0.01]) == "0.001 (edge)"
-    assert tables.with_edge_mark(0.003, [0.001, 0.003, 0.01]) == "0.003"
-    assert tables.with_edge_mark(0.003, [0.003]) == "0.003"  # nothing was tuned
+def test_a_choice_at_the_end_of_its_line_is_marked():
+    tried = [{"learning_rate": lr, "epsilon": e} for lr in (1e-3, 3e-3, 1e-2) for e in (0.1, 1.0)]
+    bounds = {"learning_rate": (1e-5, 1e-2), "epsilon": (1e-3, 10.0)}
+
+    def marks(chosen):
+        return [tables.with_edge_mark(v, k, chosen, tried, bounds) for k, v in chosen.items()]
+
+    assert marks({"learning_rate": 3e-3, "epsilon": 1.0}) == ["0.003", "1 (edge)"]
+    assert marks({"learning_rate": 1e-2, "epsilon": 0.1}) == ["0.01 (edge, bound)", "0.1 (edge)"]
+    tried.append({"learning_rate": 3e-3, "epsilon": 10.0})
+    assert marks({"learning_rate": 3e-3, "epsilon": 1.0}) == ["0.003", "1"]
 
 
 @pytest.mark.parametrize("loss", ["log-taylor-2", "log-spherical"])
@@ -390,10 +402,63 @@ def test_factored_output_layer_refuses_what_it_cannot_train(digits, loss, optimi
 def test_a_checkpoint_of_another_structure_stops_with_a_clear_error(tmp_path):
     """A model's checkpoint saved with other widths cannot be restored into this model."""
     small = {"params": {"w": jnp.zeros((3, 4))}}
-    train._Checkpoints(tmp_path, 0).save(2, small, small["params"])
+    checkpoints = train._Checkpoints(tmp_path, 0)
+    checkpoints.save(2, small, small["params"])
+    checkpoints.close()
     for other in ({"params": {"w": jnp.zeros((3, 4)), "b": jnp.zeros(4)}},
                   {"params": {"w": jnp.zeros((3, 5))}}):
         with pytest.raises(train.RunError, match="(?s)another structure.*delete it"):
             train._Checkpoints(tmp_path, 0).restore({"state": other, "best": other["params"]})
-    epoch, restored = train._Checkpoints(tmp_path, 0).restore({"state": small, "best": small["params"]})
+    checkpoints = train._Checkpoints(tmp_path, 0)
+    epoch, restored = checkpoints.restore({"state": small, "best": small["params"]})
+    checkpoints.close()
     assert epoch == 2 and restored["state"]["params"]["w"].shape == (3, 4)
+
+
+@pytest.mark.parametrize("values, value, bounds, expected", [
+    ([1e-3, 3e-3, 1e-2], 3e-3, (1e-5, 1.0), None),
+    ([1e-3, 3e-3, 1e-2], 1e-2, (1e-5, 1.0), (1e-2 * 1e-2 / 3e-3, True)),
+    ([1e-3, 3e-3, 1e-2], 1e-3, (1e-5, 1.0), (1e-3 / 3, True)),
+    ([0.3, 1.0], 1.0, (0.01, 2.0), (1.0 / 0.3, False)),
+    ([1.0], 1.0, (0.01, 100.0), (3.0, True)),
+    ([1.0], 1.0, (0.01, 2.0), (1 / 3, True)),
+    ([1.0], 1.0, (0.9, 1.1), (1 / 3, False)),
+])
+def test_one_step_past_the_end_the_choice_sits_at(values, value, bounds, expected):
+    edge = comparison.beyond_edge(values, value, bounds)
+    assert edge == expected if expected is None else edge == (pytest.approx(expected[0]), expected[1])
+
+
+def test_search_widens_the_grid_until_the_choice_is_interior_or_bounded():
+    """A validation NLL with its minimum at learning rate 0.05 and epsilon 1e-4, both outside
+    the starting grid: the search walks to them; epsilon's lower bound 1e-3 stops it there."""
+    tried = []
+
+    def tune(point):
+        tried.append(point)
+        nll = (np.log10(point["learning_rate"] / 0.05)) ** 2 + (np.log10(point["epsilon"] / 1e-4)) ** 2
+        return [{"learning_rate": point["learning_rate"], "nll": nll + 0.01 * seed, "error": 0.1,
+                 "diverged": False} for seed in (0, 1)]
+
+    start = [{"learning_rate": lr, "epsilon": e} for lr in (1e-3, 3e-3, 1e-2) for e in (1e-2, 1e-1)]
+    bounds = {"learning_rate": (1e-5, 1.0), "epsilon": (1e-3, 1.0)}
+    hyper, learning_rate = comparison.search(start, tune, bounds)
+    # by hand: (1e-2, 1e-2) -> (1e-2, 1e-3) -> (3e-2, 1e-3), a single learning rate at epsilon
+    # 1e-3 being widened by 3; then 9e-2 and epsilon 3e-3 are worse, and 3.3e-4 is out of bounds
+    assert hyper == {"epsilon": pytest.approx(1e-3)} and learning_rate == pytest.approx(3e-2)
+    chosen = {"learning_rate": learning_rate, **hyper}
+    lrs = comparison.line(tried, chosen, "learning_rate")
+    assert lrs[0] < learning_rate < lrs[-1]  # interior along the learning rate
+    assert comparison.beyond_edge(comparison.line(tried, chosen, "epsilon"), 1e-3, bounds["epsilon"])[1] is False
+    assert len(tried) == len({comparison.setting_name(p) for p in tried})  # nothing tuned twice
+
+
+def test_baselines_match_hand_computed_values():
+    train_labels, test_labels = np.array([0, 0, 0, 1]), np.array([0, 1, 2, 2])
+    b = metrics.baselines(train_labels, test_labels, 3)
+    prior = np.array([4, 2, 1]) / 7  # (n_k + 1) / (N + D)
+    assert b["uniform"] == pytest.approx({"error": 2 / 3, "top10_accuracy": 1.0, "nll": np.log(3),
+                                          "brier": 2 / 3})
+    brier = np.mean([np.sum((prior - np.eye(3)[y]) ** 2) for y in test_labels])
+    assert b["prior"] == pytest.approx({"error": 3 / 4, "top10_accuracy": 1.0,
+                                        "nll": -np.mean(np.log(prior[test_labels])), "brier": brier})

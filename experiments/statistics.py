@@ -1,0 +1,82 @@
+"""Paired comparisons of two losses over seeds: interval, exact test, power and verdict.
+
+The seeds pair the models (same initialization and data order), so the unit of analysis is the
+per-seed difference ``d_s = metric(A, s) - metric(B, s)``:
+
+- the mean difference with its t 95 % interval, ``mean +- t_{0.975, n-1} sd / sqrt(n)``;
+- the exact two-sided sign-flip permutation p-value: under "no difference" each ``d_s`` is as
+  likely to have either sign, and all ``2^n`` sign patterns are enumerated;
+- the smallest difference the design detects with 80 % power: the ``delta`` at which the
+  two-sided paired t-test at level 0.05 rejects with probability 0.8 (noncentral t with
+  ``n - 1`` degrees of freedom and noncentrality ``delta sqrt(n) / sd``), from the measured sd;
+- the verdict: "A lower" or "B lower" when the t interval excludes 0 and the sign-flip p-value
+  is below 0.05, else "not resolved". With 5 seeds the sign-flip p-value is at least 0.0625,
+  so 5 seeds never resolve a difference.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from scipy import optimize, stats
+
+LEVEL = 0.05
+POWER = 0.8
+MAX_EXACT_SEEDS = 24  # 2^24 sign patterns
+
+
+class Paired(NamedTuple):
+    seeds: int
+    mean: float
+    low: float  # t 95 % interval
+    high: float
+    sign_flip_p: float
+    detectable: float  # smallest difference detected with 80 % power; nan if sd is 0 or n < 2
+    resolved: bool
+
+
+def _signed_sums(magnitudes: np.ndarray) -> np.ndarray:
+    """``sum_i s_i m_i`` for every sign pattern ``s`` in {-1, +1}^n."""
+    patterns = np.arange(2 ** magnitudes.size)[:, None] >> np.arange(magnitudes.size) & 1
+    return (1 - 2 * patterns) @ magnitudes
+
+
+def sign_flip_p_value(differences) -> float:
+    """Exact two-sided p-value: the share of the ``2^n`` sign patterns whose |sum| is at least
+    the observed |sum| (the patterns of the first 16 seeds against each of the rest's)."""
+    d = np.asarray(differences, np.float64)
+    if d.size > MAX_EXACT_SEEDS:
+        raise ValueError(f"{d.size} seeds: the exact sign-flip test enumerates at most 2^{MAX_EXACT_SEEDS}")
+    observed = abs(d.sum()) * (1 - 1e-12)  # float round-off must not drop the observed pattern
+    first, rest = _signed_sums(np.abs(d[:16])), _signed_sums(np.abs(d[16:]))
+    extreme = sum(np.count_nonzero(np.abs(first + r) >= observed) for r in rest)
+    return extreme / 2.0 ** d.size
+
+
+def smallest_detectable_difference(sd: float, n: int, level: float = LEVEL,
+                                   power: float = POWER) -> float:
+    """The difference the two-sided paired t-test at ``level`` detects with ``power``."""
+    if n < 2 or not sd > 0:
+        return float("nan")
+    df, critical = n - 1, stats.t.ppf(1 - level / 2, n - 1)
+
+    def power_minus_target(noncentrality):  # scipy's lower tail is NaN where it is ~0
+        lower_tail = np.nan_to_num(stats.nct.cdf(-critical, df, noncentrality))
+        return stats.nct.sf(critical, df, noncentrality) + lower_tail - power
+
+    return float(optimize.brentq(power_minus_target, 0.0, 60.0)) * sd / np.sqrt(n)
+
+
+def paired(differences) -> Paired:
+    """The paired analysis of per-seed differences (at least 2)."""
+    d = np.asarray(differences, np.float64)
+    n = d.size
+    if n < 2:
+        raise ValueError(f"a paired comparison needs at least 2 seeds, got {n}")
+    mean, sd = d.mean(), d.std(ddof=1)
+    half = stats.t.ppf(1 - LEVEL / 2, n - 1) * sd / np.sqrt(n)
+    p = sign_flip_p_value(d)
+    resolved = bool((mean - half > 0 or mean + half < 0) and p < LEVEL)
+    return Paired(n, float(mean), float(mean - half), float(mean + half), p,
+                  smallest_detectable_difference(sd, n), resolved)

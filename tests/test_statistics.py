@@ -1,0 +1,57 @@
+"""Paired statistics against independent references: enumeration by itertools, scipy's
+t-test, a Monte Carlo power estimate, and the published floor of the 5-seed sign-flip test."""
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from experiments import statistics
+
+
+def brute_force_sign_flip(d):
+    observed = abs(sum(d))
+    hits = sum(abs(sum(s * v for s, v in zip(signs, d))) >= observed - 1e-12
+               for signs in itertools.product((-1, 1), repeat=len(d)))
+    return hits / 2 ** len(d)
+
+
+@pytest.mark.parametrize("n", [2, 5, 7, 17])
+def test_sign_flip_p_value_matches_enumeration(n):
+    d = np.random.default_rng(n).normal(0.3, 1.0, n)
+    assert statistics.sign_flip_p_value(d) == pytest.approx(brute_force_sign_flip(d), abs=1e-12)
+
+
+def test_five_seeds_can_never_reach_p_below_0_0625():
+    assert statistics.sign_flip_p_value([0.1, 0.2, 0.3, 0.4, 0.5]) == 2 / 32
+    assert not statistics.paired([-0.1, -0.2, -0.3, -0.4, -0.5]).resolved
+
+
+def test_t_interval_matches_scipy():
+    d = np.random.default_rng(1).normal(-0.2, 0.3, 20)
+    result = statistics.paired(d)
+    interval = stats.ttest_1samp(d, 0.0).confidence_interval(0.95)
+    assert (result.low, result.high) == pytest.approx((interval.low, interval.high), rel=1e-10)
+    assert result.mean == pytest.approx(d.mean())
+
+
+def test_a_clear_difference_is_resolved_with_its_sign():
+    d = np.random.default_rng(2).normal(-1.0, 0.3, 12)
+    result = statistics.paired(d)
+    assert result.resolved and result.high < 0 and result.sign_flip_p < 0.05
+
+
+def test_the_smallest_detectable_difference_has_80_percent_power():
+    n, sd = 20, 0.4
+    delta = statistics.smallest_detectable_difference(sd, n)
+    samples = np.random.default_rng(3).normal(delta, sd, (20_000, n))
+    rejected = stats.ttest_1samp(samples, 0.0, axis=1).pvalue < 0.05
+    assert rejected.mean() == pytest.approx(0.8, abs=0.015)
+    # the normal approximation (z_0.975 + z_0.8) sd / sqrt(n) is a little smaller
+    assert 2.80 * sd / np.sqrt(n) < delta < 1.1 * 2.80 * sd / np.sqrt(n)
+
+
+def test_fewer_than_two_seeds_is_refused():
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        statistics.paired([0.1])
