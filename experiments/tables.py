@@ -131,7 +131,7 @@ def with_edge_mark(value: float, axis: str, chosen: dict, tried: list[dict], bou
     """``value``, marked when it sits at an end of the values tried along ``axis``: "(edge)",
     or "(edge, bound)" when the next step lies outside the axis's bounds."""
     edge = comparison.beyond_edge(comparison.line(tried, chosen, axis), value, bounds[axis])
-    return f"{value:g}" if edge is None else f"{value:g} (edge{'' if edge[1] else ', bound'})"
+    return f"{value:.3g}" if edge is None else f"{value:.3g} (edge{'' if edge[1] else ', bound'})"
 
 
 def _column(test: list[dict], key: str, scale: float = 1.0, digits: int = 3, transform=None) -> str:
