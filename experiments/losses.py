@@ -4,7 +4,8 @@ Every entry pairs a training loss (softfam, one value per example) with the norm
 turns the model's outputs into class probabilities for evaluation (NLL, ECE, Brier score):
 the loss's own normalizer; the plain one for the soft-margin losses (the margin is applied in
 training only); softmax for the Z-loss, whose paper scores the outputs without a normalizer
-of its own, and for the upper bound of the log-softmax. Squared error defines no distribution: it is judged on its error rate only.
+of its own (the Z-loss ignores the logits' scale, so only its temperature-scaled probabilities
+mean anything), and for the upper bound of the log-softmax. Squared error defines no distribution: it is judged on its error rate only.
 
 A loss's keyword hyperparameters (``epsilon``, ``margin``, the Z-loss's ``a`` and ``b``) are
 named in ``hyperparameters`` and tuned over the grids of the experiment's config; they may be
@@ -34,6 +35,9 @@ class Loss:
     # The same loss on the statistics (o_c, s, q, D), for the factored output layer; None
     # outside the spherical family.
     on_statistics: Optional[Callable[..., jax.Array]] = None
+    # The loss is unchanged by shifting and scaling the logits, so the scale of its
+    # evaluation probabilities is arbitrary: they are judged after temperature scaling only.
+    scale_free: bool = False
 
     def evaluation_log_probabilities(self, logits: jax.Array, hyper: dict) -> jax.Array:
         """The log-probabilities the model is judged by (``log_probabilities`` must exist)."""
@@ -65,7 +69,7 @@ LOSSES: dict[str, Loss] = {
     "squared-error": Loss(softfam.squared_error_with_integer_labels, None,
                           on_statistics=softfam.squared_error_from_statistics),
     "z-loss": Loss(softfam.z_loss_with_integer_labels, softfam.log_softmax,
-                   ("a", "b"), on_statistics=softfam.z_loss_from_statistics),
+                   ("a", "b"), on_statistics=softfam.z_loss_from_statistics, scale_free=True),
     "soft-margin-softmax": Loss(
         softfam.soft_margin_softmax_cross_entropy_with_integer_labels,
         softfam.log_softmax,

@@ -31,6 +31,10 @@ PAPER_ERRORS = {
 }
 PAPER_PTB_PERPLEXITY = {"log-softmax": 126.7, "log-taylor-2": 147.2, "log-spherical": 149.2}
 OPTIMIZER_NAMES = {"adam": "Adam", "sgd": "plain SGD"}
+TEMPERATURE_NOTE = (
+    "T-scaled: the logits divided by the temperature that minimises each model's validation NLL "
+    "(Guo et al. 2017), then the same normalizer. The Z-loss ignores the logits' scale, so its "
+    "unscaled probabilities have an arbitrary temperature and are not shown.")
 PAIRED = (("log-taylor-2", "log-softmax"), ("log-spherical", "log-softmax"))
 
 
@@ -59,6 +63,8 @@ def final_runs(output: Path) -> dict[str, dict]:
         if len(ends) == len(run["seeds"]) * len(run["learning_rates"]):
             runs[loss] = {"run": run, "history": history, "ends": ends,
                           "test": [{"seed": e["seed"], **e["test"]} for e in ends if not e["diverged"]],
+                          "scaled": [{"seed": e["seed"], "temperature": e["temperature"], **e["test_scaled"]}
+                                     for e in ends if "test_scaled" in e],
                           "tried": tried_points(output / "runs" / loss)}
     return runs
 
@@ -183,20 +189,23 @@ def render(experiment: dict, runs: dict) -> str:
         lines.append(
             "Perplexity is exp(test NLL per token) under the model's own normalized probabilities "
             "(softmax for the Z-loss); squared error defines no distribution, so it has accuracies only. "
-            "Top-k accuracy: the next token is among the k most probable.")
+            + TEMPERATURE_NOTE + " Top-k accuracy: the next token is among the k most probable.")
     else:
         lines.append(
             "NLL, ECE (15 bins) and Brier score use the model's own normalized probabilities (softmax "
-            "for the Z-loss; the plain normalizer for the soft-margin losses); squared error defines none.")
+            "for the Z-loss; the plain normalizer for the soft-margin losses); squared error defines none. "
+            + TEMPERATURE_NOTE)
     missing = [loss for loss in config["losses"] if loss not in runs]
     if missing:
         lines += ["", f"**Incomplete**: no finished final run yet for {', '.join(missing)}."]
     if language_model:
-        header = ("| loss | learning rate | hyperparameter | test perplexity | top-1 accuracy (%) "
-                  "| top-10 accuracy (%) | epochs | train tokens/s per model | train s/epoch per model |")
+        header = ("| loss | learning rate | hyperparameter | test perplexity | T-scaled perplexity "
+                  "| top-1 accuracy (%) | top-10 accuracy (%) | epochs | train tokens/s per model "
+                  "| train s/epoch per model |")
     else:
         header = ("| loss | learning rate | hyperparameter | test error (%) | test NLL | test ECE (%) "
-                  "| test Brier | epochs | train examples/s per model |")
+                  "| test Brier | T-scaled NLL | T-scaled ECE (%) | temperature | epochs "
+                  "| train examples/s per model |")
     lines += ["", header, "|---" * header.count(" | ") + "|---|"]
     bounds = configs.Config(**config).bounds
     for loss, run in runs.items():
@@ -205,16 +214,22 @@ def render(experiment: dict, runs: dict) -> str:
         shown = {k: with_edge_mark(v, k, chosen, run["tried"], bounds) for k, v in chosen.items()}
         hyper = ", ".join(f"{k} = {v}" for k, v in shown.items() if k != "learning_rate") or "-"
         diverged = len(run["ends"]) - len(test)
-        columns = 3 if language_model else 4
+        columns = 4 if language_model else 7
+        own = test if not losses.get(loss).scale_free else [{**m, "nll": None, "ece": None,
+                                                              "brier": None} for m in test]
+        scaled = run["scaled"] or [{"nll": None, "ece": None, "temperature": None}]
         if diverged:
             metrics = " | ".join([f"diverged ({diverged} of {len(run['ends'])} seeds)"] + ["-"] * (columns - 1))
         elif language_model:
-            metrics = (f"{_column(test, 'nll', digits=1, transform=np.exp)} "
+            metrics = (f"{_column(own, 'nll', digits=1, transform=np.exp)} "
+                       f"| {_column(scaled, 'nll', digits=1, transform=np.exp)} "
                        f"| {_column(test, 'error', 100, 2, lambda e: 1 - e)} "
                        f"| {_column(test, 'top10_accuracy', 100, 2)}")
         else:
-            metrics = (f"{_column(test, 'error', 100, 2)} | {_column(test, 'nll')} "
-                       f"| {_column(test, 'ece', 100, 2)} | {_column(test, 'brier')}")
+            metrics = (f"{_column(test, 'error', 100, 2)} | {_column(own, 'nll')} "
+                       f"| {_column(own, 'ece', 100, 2)} | {_column(own, 'brier')} "
+                       f"| {_column(scaled, 'nll')} | {_column(scaled, 'ece', 100, 2)} "
+                       f"| {_column(scaled, 'temperature', digits=2)}")
         speed = f"{throughput(run['history']):,.0f}"
         if language_model:
             speed += f" | {seconds_per_epoch(run['history']):.1f}"
@@ -223,9 +238,9 @@ def render(experiment: dict, runs: dict) -> str:
                      f"| {epochs_text(run['ends'], config['max_epochs'])} | {speed} |")
     names = {"uniform": "uniform guess", "prior": "unigram" if language_model else "class prior"}
     for name, b in sorted(experiment.get("baselines", {}).items(), key=lambda item: item[0] != "uniform"):
-        metrics = (f"{np.exp(b['nll']):.1f} | {100 * (1 - b['error']):.2f} | {100 * b['top10_accuracy']:.2f}"
+        metrics = (f"{np.exp(b['nll']):.1f} | - | {100 * (1 - b['error']):.2f} | {100 * b['top10_accuracy']:.2f}"
                    if language_model else
-                   f"{100 * b['error']:.2f} | {b['nll']:.3f} | - | {b['brier']:.3f}")
+                   f"{100 * b['error']:.2f} | {b['nll']:.3f} | - | {b['brier']:.3f} | - | - | -")
         lines.append(f"| *{names[name]}* | - | - | {metrics} | - | - |" + (" - |" if language_model else ""))
     lines += [
         "",

@@ -10,7 +10,9 @@ the same numbers whatever the learning rate.
 ``run`` trains the models of a ``Run`` (every learning rate and seed) one after another. A model
 trains up to ``max_epochs`` and stops when its validation metric (NLL; error for a loss without
 a distribution) has not improved for ``patience`` epochs; the parameters of its best epoch are
-then tested. A model whose training loss becomes NaN or inf stops there, marked diverged.
+then tested, as they are and, for a loss with a distribution, after temperature scaling: the
+logits divided by the temperature that minimises the validation NLL (``fit_temperature``).
+A model whose training loss becomes NaN or inf stops there, marked diverged.
 
 Devices: the minibatch axis is sharded over every local device (a 1-D ``Mesh``); parameters and
 data are replicated. For several hosts, call ``jax.distributed.initialize()`` first
@@ -43,6 +45,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from scipy import optimize
 from tqdm.auto import tqdm
 
 from experiments import losses, metrics, models
@@ -180,11 +183,12 @@ class Trainer:
         (params, opt_state), losses_ = jax.lax.scan(step, (state["params"], state["opt_state"]), order)
         return {**state, "params": params, "opt_state": opt_state}, jnp.mean(losses_)
 
-    def _evaluate_chunks(self, params, hyper, images, labels, weights) -> metrics.Totals:
-        """Sums over ``images`` (chunks, chunk size, ...)."""
+    def _evaluate_chunks(self, params, hyper, temperature, images, labels, weights) -> metrics.Totals:
+        """Sums over ``images`` (chunks, chunk size, ...), the probabilities those of the
+        logits divided by ``temperature``."""
         params = self.dense_params(params)
         log_probabilities = None if self.loss.log_probabilities is None else (
-            lambda logits: self.loss.evaluation_log_probabilities(logits, hyper))
+            lambda logits: self.loss.evaluation_log_probabilities(logits / temperature, hyper))
 
         def chunk_totals(chunk):
             x, y, w = (self._shard_batch(a, 0) for a in chunk)
@@ -193,8 +197,8 @@ class Trainer:
         per_chunk = jax.lax.map(chunk_totals, (images, labels, weights))
         return jax.tree.map(lambda t: jnp.sum(t, 0), per_chunk)
 
-    def evaluate(self, params: dict, hyper: dict, split: Split) -> dict:
-        """The model's metrics on ``split``."""
+    def evaluate(self, params: dict, hyper: dict, split: Split, temperature: float = 1.0) -> dict:
+        """The model's metrics on ``split``, its logits divided by ``temperature``."""
         n = split.labels.shape[0]
         chunk = -(-min(EVAL_CHUNK, n) // self.mesh.size) * self.mesh.size  # shards evenly
         chunks = -(-n // chunk)
@@ -204,9 +208,17 @@ class Trainer:
             array = np.concatenate([array, np.zeros((pad, *array.shape[1:]), array.dtype)])
             return array.reshape(chunks, chunk, *array.shape[1:])
 
-        total = self.evaluate_chunks(params, hyper, chunked(split.images), chunked(split.labels),
-                                     chunked(np.ones(n, np.float32)))
+        total = self.evaluate_chunks(params, hyper, jnp.float32(temperature), chunked(split.images),
+                                     chunked(split.labels), chunked(np.ones(n, np.float32)))
         return metrics.summarize(total, self.loss.log_probabilities is not None)
+
+    def fit_temperature(self, params: dict, hyper: dict, split: Split) -> float:
+        """The temperature ``T`` in [0.05, 20] minimising the NLL of the logits divided by
+        ``T`` on ``split`` (Guo et al. 2017), by bounded scalar minimisation over log T."""
+        result = optimize.minimize_scalar(
+            lambda log_t: self.evaluate(params, hyper, split, float(np.exp(log_t)))["nll"],
+            bounds=(np.log(0.05), np.log(20.0)), method="bounded", options={"xatol": 1e-3})
+        return float(np.exp(result.x))
 
 
 def trainer(config: Config, loss: str, data: Dataset) -> Trainer:
@@ -319,9 +331,14 @@ def _train_model(trainer: Trainer, run: Run, model_index: int, run_dir: Path, da
         if time.monotonic() - last_saved > CHECKPOINT_SECONDS and epoch < config.max_epochs:
             checkpoints.save(epoch, state, best_params)
             last_saved = time.monotonic()
+    tested = run.test and not diverged
     end = {"split": "end", **identity, "best_epoch": None if diverged else best["epoch"],
            "stop_epoch": epoch, "diverged": diverged,
-           "test": trainer.evaluate(best_params, hyper, data.test) if run.test and not diverged else None}
+           "test": trainer.evaluate(best_params, hyper, data.test) if tested else None}
+    if tested and trainer.loss.log_probabilities is not None:
+        temperature = trainer.fit_temperature(best_params, hyper, data.valid)
+        end |= {"temperature": temperature,
+                "test_scaled": trainer.evaluate(best_params, hyper, data.test, temperature)}
     _append(run_dir / "metrics.jsonl", end)
     checkpoints.close()
     shutil.rmtree(checkpoints.directory, ignore_errors=True)  # the records say it all

@@ -462,3 +462,23 @@ def test_baselines_match_hand_computed_values():
     brier = np.mean([np.sum((prior - np.eye(3)[y]) ** 2) for y in test_labels])
     assert b["prior"] == pytest.approx({"error": 3 / 4, "top10_accuracy": 1.0,
                                         "nll": -np.mean(np.log(prior[test_labels])), "brier": brier})
+
+
+def test_the_fitted_temperature_minimises_the_validation_nll(digits):
+    trainer = train.trainer(tiny_config(), "log-softmax", digits)
+    state = trainer.init(jnp.int32(0), jnp.float32(3e-3))
+    for epoch in range(3):
+        state, _ = trainer.train_epoch(state, jnp.int32(epoch), {})
+    params = state["params"]
+    temperature = trainer.fit_temperature(params, {}, digits.valid)
+
+    def reference_nll(t):  # NumPy float64 log-softmax of the logits / t
+        logits = np.asarray(trainer.model.apply(params, digits.valid.images), np.float64) / t
+        logits -= logits.max(1, keepdims=True)
+        log_probs = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+        return -np.mean(log_probs[np.arange(len(logits)), digits.valid.labels])
+
+    assert trainer.evaluate(params, {}, digits.valid, temperature)["nll"] == pytest.approx(
+        reference_nll(temperature), rel=1e-4)
+    assert reference_nll(temperature) < min(reference_nll(1.05 * temperature),
+                                            reference_nll(temperature / 1.05))
