@@ -7,11 +7,11 @@ Everything else is shared: the log-partition ``log Z = log sum_j f(x_j)`` and it
 the dtype policy, and the negative log-likelihood ``log Z - log f(x_c)``.
 
 Excluded classes: ``where=False`` and a logit of -inf both exclude a class, with probability
-exactly 0 and an exactly zero gradient. The first pass masks only ``where``: a -inf score is 0
-for softmax, and +inf for the polynomial members, which sends the batch to a fallback pass
-that masks every excluded class (``_normalize``); functions differentiated by autodiff take
-logits with 0 in place of excluded entries (the "double where"). A NaN or +inf among a
-slice's included logits makes that slice's outputs NaN.
+exactly 0 and an exactly zero gradient. Every member's score is 0 at -inf (softmax's by
+``exp(-inf) = 0``, the polynomial members' by their own mask), so the shared path masks only
+``where``; functions differentiated by autodiff take logits with 0 in place of excluded
+entries (the "double where"). A NaN or +inf among a slice's included logits makes that
+slice's outputs NaN.
 
 Dtype policy: inputs of any floating dtype; work in at least float32; return the input dtype.
 """
@@ -110,19 +110,22 @@ def _zero_log_scale(x, axes, mask):
 def _power_of_two_member(degree, log_score, scaled_scores) -> Member:
     """A member whose ``f`` grows like ``|x|^degree``, scaled by ``C = 2^(degree k)``:
     ``scaled_scores(x b, b)`` is ``f(x) b^degree`` and its derivative in ``x b`` is
-    ``f'(x) b^(degree - 1)``, with ``b = 2^-k``. ``log_score`` is given for finite x; at -inf
-    (an excluded class, though ``f(-inf) = +inf``) the member's log-score is -inf, with a
-    zero gradient."""
+    ``f'(x) b^(degree - 1)``, with ``b = 2^-k``. ``log_score`` is given for finite x. At -inf
+    (an excluded class, though ``f(-inf) = +inf``) the member's score and slope are 0 and its
+    log-score is -inf, with a zero gradient, as softmax's are by ``exp(-inf) = 0``."""
 
     def excluding_log_score(x):
         excluded = x == -jnp.inf
         return jnp.where(excluded, -jnp.inf, log_score(jnp.where(excluded, 0, x)))
 
-    def scaled(x, log_c):
+    def scaled(x, log_c):  # score and slope 0 at -inf (double where)
         k = jnp.clip(jnp.round(log_c / (degree * math.log(2))), 0, jnp.finfo(x.dtype).maxexp - 2)
         b = lax.stop_gradient(_inverse_power_of_two(k, x.dtype))
-        scores, slopes = jax.jvp(lambda y: scaled_scores(y, b), (x * b,), (jnp.ones_like(x),))
-        return Scaled(scores, slopes * b, (degree * math.log(2)) * k)
+        excluded = x == -jnp.inf
+        y = jnp.where(excluded, 0, x * b)
+        scores, slopes = jax.jvp(lambda y: scaled_scores(y, b), (y,), (jnp.ones_like(y),))
+        return Scaled(jnp.where(excluded, 0, scores), jnp.where(excluded, 0, slopes * b),
+                      (degree * math.log(2)) * k)
 
     def fallback_log_scale(x, axes):  # |x| b < 2 for every included x
         largest = jnp.max(jnp.abs(lax.stop_gradient(x)), axes, keepdims=True)
@@ -208,11 +211,9 @@ def _normalize(member: Member, c: Classes, axes, outputs: tuple[str, ...] = ()) 
     """``(log C, Z / C)``, kept as size 1 on the class axes, then ``f(x_i) / Z`` or
     ``f'(x_i) / Z`` for each field of ``Scaled`` named in ``outputs``, exactly 0 where excluded.
 
-    The first pass uses the member's ``log_scale`` and masks only the caller's ``where``: a
-    -inf logit needs no mask there, since softmax's score vanishes at -inf and a polynomial
-    member's is +inf, which makes the slice's sum non-finite. If any slice's sum is not finite
-    (a -inf in a polynomial member, huge logits, a NaN or +inf: rare), the batch is redone with
-    the ``fallback_log_scale`` and every excluded class masked, inside a ``lax.cond``. The sum
+    The first pass uses the member's ``log_scale`` and masks only the caller's ``where`` (every
+    member's score is 0 at -inf). If any slice's sum is not finite (huge logits, a NaN or +inf:
+    rare), the batch is redone with the ``fallback_log_scale`` inside a ``lax.cond``. The sum
     is at least the smallest normal float, ``tiny``, which only a fully excluded slice reaches:
     its probabilities are then 0.
     """
@@ -243,8 +244,8 @@ def _normalize(member: Member, c: Classes, axes, outputs: tuple[str, ...] = ()) 
     def rescaled(x, where, _):
         c = classes(x, where)
         bound = member.fallback_log_scale(c.safe_logits, axes)  # NaN or inf: a bad logit
-        total = sum_of_scores(c, bound, c.included)
-        return finish(c, bound, jnp.where(jnp.isfinite(bound), total, jnp.nan), c.included)
+        total = sum_of_scores(c, bound, where)
+        return finish(c, bound, jnp.where(jnp.isfinite(bound), total, jnp.nan), where)
 
     # One scalar: the largest sum is finite only if every sum is (max propagates NaN).
     return lax.cond(
