@@ -38,10 +38,12 @@ def compute_dtype(dtype: jnp.dtype) -> jnp.dtype:
 
 
 class Scaled(NamedTuple):
-    """``f(x) / C`` and ``f'(x) / C`` for a per-slice scale ``C``; ``log C`` is gradient-free."""
+    """``f(x) / C``, ``f'(x) / C`` and ``log(f(x) / C)`` for a per-slice scale ``C``; ``log C``
+    is gradient-free."""
 
     scores: jax.Array
     slopes: jax.Array
+    log_scores: jax.Array  # exact even where f(x) / C underflows
     log_scale: jax.Array  # log C, kept as size 1 on the class axes
 
 
@@ -121,11 +123,15 @@ def _power_of_two_member(degree, log_score, scaled_scores) -> Member:
     def scaled(x, log_c):  # score and slope 0 at -inf (double where)
         k = jnp.clip(jnp.round(log_c / (degree * math.log(2))), 0, jnp.finfo(x.dtype).maxexp - 2)
         b = lax.stop_gradient(_inverse_power_of_two(k, x.dtype))
+        log_scale = (degree * math.log(2)) * k
         excluded = x == -jnp.inf
         y = jnp.where(excluded, 0, x * b)
         scores, slopes = jax.jvp(lambda y: scaled_scores(y, b), (y,), (jnp.ones_like(y),))
-        return Scaled(jnp.where(excluded, 0, scores), jnp.where(excluded, 0, slopes * b),
-                      (degree * math.log(2)) * k)
+        scores = jnp.where(excluded, 0, scores)
+        # With C = 1 (k = 0, a constant on the first pass) f(x) >= min f > 0 cannot underflow,
+        # and log f(x) is one log; otherwise the exact log-score.
+        log_scores = jnp.where(k == 0, jnp.log(scores), excluding_log_score(x) - log_scale)
+        return Scaled(scores, jnp.where(excluded, 0, slopes * b), log_scores, log_scale)
 
     def fallback_log_scale(x, axes):  # |x| b < 2 for every included x
         largest = jnp.max(jnp.abs(lax.stop_gradient(x)), axes, keepdims=True)
@@ -139,7 +145,7 @@ def _power_of_two_member(degree, log_score, scaled_scores) -> Member:
 
 def _softmax_scaled(x, log_c):
     scores = jnp.exp(x - log_c)
-    return Scaled(scores, scores, log_c)
+    return Scaled(scores, scores, x - log_c, log_c)
 
 
 SOFTMAX = Member(lambda x: x, _softmax_scaled, _slice_max)  # C = e^max x: every score <= 1
@@ -208,8 +214,9 @@ def _masked(values: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
 
 
 def _normalize(member: Member, c: Classes, axes, outputs: tuple[str, ...] = ()) -> tuple:
-    """``(log C, Z / C)``, kept as size 1 on the class axes, then ``f(x_i) / Z`` or
-    ``f'(x_i) / Z`` for each field of ``Scaled`` named in ``outputs``, exactly 0 where excluded.
+    """``(log C, Z / C)``, kept as size 1 on the class axes, then for each name in ``outputs``
+    ``f(x_i) / Z`` ("scores") or ``f'(x_i) / Z`` ("slopes"), exactly 0 where excluded, or
+    ``log f(x_i) - log Z`` ("log_scores"), -inf where excluded.
 
     The first pass uses the member's ``log_scale`` and masks only the caller's ``where`` (every
     member's score is 0 at -inf). If any slice's sum is not finite (huge logits, a NaN or +inf:
@@ -221,9 +228,14 @@ def _normalize(member: Member, c: Classes, axes, outputs: tuple[str, ...] = ()) 
     def finish(c, log_c, total, mask):
         scaled = member.scaled(c.logits, log_c)
         total = jnp.maximum(total, jnp.finfo(total.dtype).tiny)
-        inverse = 1 / total  # the scores summed, when log_c is the same
-        return (scaled.log_scale, total,
-                *(_masked(getattr(scaled, name), mask) * inverse for name in outputs))
+
+        def normalized(name):
+            if name == "log_scores":
+                log_probs = scaled.log_scores - jnp.log(total)
+                return log_probs if mask is None else jnp.where(mask, log_probs, -jnp.inf)
+            return _masked(getattr(scaled, name), mask) * (1 / total)
+
+        return (scaled.log_scale, total, *(normalized(name) for name in outputs))
 
     def sum_of_scores(c, log_c, mask):
         return jnp.sum(_masked(member.scaled(c.logits, log_c).scores, mask), axes, keepdims=True)
@@ -307,17 +319,26 @@ def probabilities(member: Member, x: jax.typing.ArrayLike, axis: Axis, where) ->
     return _probabilities(member, axes, c).astype(dtype)
 
 
-def _log_probabilities(member: Member, c: Classes, axes: tuple[int, ...]) -> jax.Array:
-    """``log f(x_i) - log Z``: -inf at a -inf logit by the member's log-score; the entries
-    excluded by ``where`` get -inf here, and 0 in place of their logit (double where)."""
-    log_probs = member.log_score(_masked(c.logits, c.where)) - log_partition(member, c, axes)
-    return log_probs if c.where is None else jnp.where(c.where, log_probs, -jnp.inf)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _log_probabilities(member: Member, axes: tuple[int, ...], c: Classes) -> jax.Array:
+    """``log f(x_i) - log Z``, -inf where excluded, formed in the pass that forms ``Z``."""
+    return _normalize(member, c, axes, ("log_scores",))[2]
+
+
+@_log_probabilities.defjvp
+def _log_probabilities_jvp(member, axes, primals, tangents):
+    """``d log p_i = d log f(x_i) - sum_j f'(x_j) dx_j / Z``, 0 where excluded."""
+    (c,), (dc,) = primals, tangents
+    _, _, log_probs, slopes = _normalize(member, c, axes, ("log_scores", "slopes"))
+    dlog_scores = jax.jvp(member.log_score, (c.safe_logits,), (dc.logits,))[1]
+    dlog_scores = jnp.where(c.included, dlog_scores, 0)
+    return log_probs, dlog_scores - jnp.sum(slopes * dc.logits, axes, keepdims=True)
 
 
 def log_probabilities(member: Member, x: jax.typing.ArrayLike, axis: Axis, where) -> jax.Array:
     """``log p_i = log f(x_i) - log sum_j f(x_j)``; -inf where excluded."""
     c, axes, dtype = _normalizer_arguments(x, axis, where)
-    return _log_probabilities(member, c, axes).astype(dtype)
+    return _log_probabilities(member, axes, c).astype(dtype)
 
 
 def cross_entropy(
@@ -346,7 +367,7 @@ def cross_entropy(
     labels = labels.astype(dtype)
     if where is not None:
         labels = jnp.where(where, labels, 0)
-    log_probs = _log_probabilities(member, c, axes)  # -inf exactly where excluded
+    log_probs = _log_probabilities(member, axes, c)  # -inf exactly where excluded
     log_probs = jnp.where((log_probs == -jnp.inf) & (labels == 0), 0, log_probs)  # 0 log 0 = 0
     return -jnp.sum(labels * log_probs, axes).astype(logits.dtype)
 
