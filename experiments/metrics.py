@@ -13,6 +13,7 @@ ECE uses 15 equal-width confidence bins: ``sum_b (n_b / N) |accuracy_b - confide
 
 from __future__ import annotations
 
+import base64
 from typing import Callable, NamedTuple, Optional
 
 import jax
@@ -44,18 +45,16 @@ def totals(
     """The sums for one chunk: ``logits`` (N, D), integer ``labels`` (N,), ``weights`` (N,)
     1 for an example, 0 for padding."""
     count = jnp.sum(weights)
-    scores = logits if log_probabilities is None else log_probabilities(logits).astype(jnp.float32)
+    scores = _scores(logits, log_probabilities)
     target_score = jnp.take_along_axis(scores, labels[:, None], -1)
     rank = jnp.sum(scores > target_score, -1)  # classes scored strictly above the target
     scored = ~jnp.any(jnp.isnan(scores), -1)  # a row with a NaN (a diverged model) ranks nothing
     top10_correct = jnp.sum(weights * ((rank < 10) & scored).astype(jnp.float32))
+    correct = weights * (_predictions(scores) == labels).astype(jnp.float32)
     if log_probabilities is None:
-        errors = jnp.sum(weights * ((jnp.argmax(logits, -1) != labels) | ~scored).astype(jnp.float32))
         zero, zeros = jnp.zeros(()), jnp.zeros((NUM_BINS,))
-        return Totals(count, errors, top10_correct, zero, zero, zeros, zeros, zeros)
+        return Totals(count, count - jnp.sum(correct), top10_correct, zero, zero, zeros, zeros, zeros)
     probs = jnp.exp(scores)
-    prediction = jnp.argmax(probs, -1)
-    correct = weights * ((prediction == labels) & scored).astype(jnp.float32)
     target_log_prob = target_score[:, 0]
     target_prob = jnp.exp(target_log_prob)
     nll = -jnp.sum(jnp.where(weights > 0, weights * target_log_prob, 0))
@@ -67,6 +66,33 @@ def totals(
         count, count - jnp.sum(correct), top10_correct, nll, brier,
         jnp.sum(in_bin, 0), confidence @ in_bin, correct @ in_bin,
     )
+
+
+def _scores(logits, log_probabilities):
+    return logits if log_probabilities is None else log_probabilities(logits).astype(jnp.float32)
+
+
+def _predictions(scores: jax.Array) -> jax.Array:
+    """The highest-scored class of each row, or -1 for a row with a NaN (a diverged model)."""
+    return jnp.where(jnp.any(jnp.isnan(scores), -1), -1, jnp.argmax(scores, -1))
+
+
+def predictions(
+    logits: jax.Array, log_probabilities: Optional[Callable[[jax.Array], jax.Array]]
+) -> jax.Array:
+    """The predicted class of each row of ``logits`` (N, D): the most probable under the model's
+    probabilities (the largest output without them); -1 for a row with a NaN."""
+    return _predictions(_scores(logits, log_probabilities))
+
+
+def pack_correct(predicted: np.ndarray, labels: np.ndarray) -> str:
+    """Per-example correctness as a compact string (bits packed, base64) for ``metrics.jsonl``."""
+    return base64.b64encode(np.packbits(np.asarray(predicted) == np.asarray(labels))).decode()
+
+
+def unpack_correct(packed: str, count: int) -> np.ndarray:
+    """The boolean per-example correctness that ``pack_correct`` stored for ``count`` examples."""
+    return np.unpackbits(np.frombuffer(base64.b64decode(packed), np.uint8), count=count).astype(bool)
 
 
 def summarize(total: Totals, has_probabilities: bool) -> dict:

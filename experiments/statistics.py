@@ -12,6 +12,9 @@ per-seed difference ``d_s = metric(A, s) - metric(B, s)``:
 - the verdict: "A lower" or "B lower" when the t interval excludes 0 and the sign-flip p-value
   is below 0.05, else "not resolved". With 5 seeds the sign-flip p-value is at least 0.0625,
   so 5 seeds never resolve a difference.
+
+Over test examples, for one seed's pair of models: the exact McNemar test on the examples
+that exactly one of the two classifies correctly (``mcnemar``).
 """
 
 from __future__ import annotations
@@ -80,3 +83,19 @@ def paired(differences) -> Paired:
     resolved = bool((mean - half > 0 or mean + half < 0) and p < LEVEL)
     return Paired(n, float(mean), float(mean - half), float(mean + half), p,
                   smallest_detectable_difference(sd, n), resolved)
+
+
+class McNemar(NamedTuple):
+    only_a: int  # examples A classifies correctly and B does not
+    only_b: int
+    p: float  # exact two-sided: only_a ~ Binomial(only_a + only_b, 1/2) under "no difference"
+
+
+def mcnemar(correct_a, correct_b) -> McNemar:
+    """The exact McNemar test of two classifiers on the same examples (boolean arrays)."""
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    if a.shape != b.shape:
+        raise ValueError(f"correctness of different shapes: {a.shape} and {b.shape}")
+    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    p = 1.0 if only_a + only_b == 0 else stats.binomtest(only_a, only_a + only_b).pvalue
+    return McNemar(only_a, only_b, float(p))

@@ -192,13 +192,17 @@ class Trainer:
 
         def chunk_totals(chunk):
             x, y, w = (self._shard_batch(a, 0) for a in chunk)
-            return metrics.totals(self.model.apply(params, x), y, w, log_probabilities)
+            logits = self.model.apply(params, x)
+            return (metrics.totals(logits, y, w, log_probabilities),
+                    metrics.predictions(logits, log_probabilities))
 
-        per_chunk = jax.lax.map(chunk_totals, (images, labels, weights))
-        return jax.tree.map(lambda t: jnp.sum(t, 0), per_chunk)
+        totals, predictions = jax.lax.map(chunk_totals, (images, labels, weights))
+        return jax.tree.map(lambda t: jnp.sum(t, 0), totals), predictions.reshape(-1)
 
-    def evaluate(self, params: dict, hyper: dict, split: Split, temperature: float = 1.0) -> dict:
-        """The model's metrics on ``split``, its logits divided by ``temperature``."""
+    def evaluate(self, params: dict, hyper: dict, split: Split, temperature: float = 1.0,
+                 per_example: bool = False) -> dict:
+        """The model's metrics on ``split``, its logits divided by ``temperature``; with
+        ``per_example``, also which examples it classified correctly (``metrics.pack_correct``)."""
         n = split.labels.shape[0]
         chunk = -(-min(EVAL_CHUNK, n) // self.mesh.size) * self.mesh.size  # shards evenly
         chunks = -(-n // chunk)
@@ -208,9 +212,13 @@ class Trainer:
             array = np.concatenate([array, np.zeros((pad, *array.shape[1:]), array.dtype)])
             return array.reshape(chunks, chunk, *array.shape[1:])
 
-        total = self.evaluate_chunks(params, hyper, jnp.float32(temperature), chunked(split.images),
-                                     chunked(split.labels), chunked(np.ones(n, np.float32)))
-        return metrics.summarize(total, self.loss.log_probabilities is not None)
+        total, predicted = self.evaluate_chunks(
+            params, hyper, jnp.float32(temperature), chunked(split.images), chunked(split.labels),
+            chunked(np.ones(n, np.float32)))
+        summary = metrics.summarize(total, self.loss.log_probabilities is not None)
+        if per_example:
+            summary["correct"] = metrics.pack_correct(np.asarray(predicted)[:n], split.labels)
+        return summary
 
     def fit_temperature(self, params: dict, hyper: dict, split: Split) -> float:
         """The temperature ``T`` in [0.05, 20] minimising the NLL of the logits divided by
@@ -334,7 +342,7 @@ def _train_model(trainer: Trainer, run: Run, model_index: int, run_dir: Path, da
     tested = run.test and not diverged
     end = {"split": "end", **identity, "best_epoch": None if diverged else best["epoch"],
            "stop_epoch": epoch, "diverged": diverged,
-           "test": trainer.evaluate(best_params, hyper, data.test) if tested else None}
+           "test": trainer.evaluate(best_params, hyper, data.test, per_example=True) if tested else None}
     if tested and trainer.loss.log_probabilities is not None:
         temperature = trainer.fit_temperature(best_params, hyper, data.valid)
         end |= {"temperature": temperature,

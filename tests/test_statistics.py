@@ -55,3 +55,23 @@ def test_the_smallest_detectable_difference_has_80_percent_power():
 def test_fewer_than_two_seeds_is_refused():
     with pytest.raises(ValueError, match="at least 2 seeds"):
         statistics.paired([0.1])
+
+
+def test_mcnemar_counts_discordant_examples_and_matches_the_binomial_sum():
+    a = np.array([1, 1, 1, 1, 1, 1, 1, 0, 0, 1], bool)
+    b = np.array([0, 0, 0, 0, 0, 0, 1, 1, 0, 1], bool)  # A alone right on 6, B alone on 1
+    result = statistics.mcnemar(a, b)
+    assert (result.only_a, result.only_b) == (6, 1)
+    # two-sided exact: 2 P(X <= 1), X ~ Binomial(7, 1/2) = 2 (1 + 7) / 128
+    assert result.p == pytest.approx(16 / 128)
+    assert statistics.mcnemar(a, a).p == 1.0
+
+
+def test_correctness_survives_packing_for_any_count():
+    from experiments import metrics
+
+    rng = np.random.default_rng(0)
+    for n in (1, 7, 8, 9, 10_000):
+        predicted, labels = rng.integers(0, 3, n), rng.integers(0, 3, n)
+        packed = metrics.pack_correct(predicted, labels)
+        np.testing.assert_array_equal(metrics.unpack_correct(packed, n), predicted == labels)
