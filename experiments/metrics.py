@@ -98,16 +98,17 @@ def unpack_correct(packed: str, count: int) -> np.ndarray:
 def summarize(total: Totals, has_probabilities: bool) -> dict:
     """Means from the sums: ``error`` and ``top10_accuracy`` (fractions), ``nll``, ``ece``,
     ``brier`` and the reliability bins; the probability-based ones are None without probabilities."""
+    total = jax.device_get(total)  # one transfer, not one per number
     summary = {
         "error": float(total.errors / total.count),
         "top10_accuracy": float(total.top10_correct / total.count),
     }
     if not has_probabilities:
         return summary | {"nll": None, "ece": None, "brier": None}
-    gap = jnp.abs(total.bin_correct - total.bin_confidence)  # n_b |acc_b - conf_b|
+    gap = np.abs(total.bin_correct - total.bin_confidence)  # n_b |acc_b - conf_b|
     return summary | {
         "nll": float(total.nll / total.count),
-        "ece": float(jnp.sum(gap) / total.count),
+        "ece": float(np.sum(gap) / total.count),
         "brier": float(total.brier / total.count),
         "bins": {
             "count": [int(c) for c in total.bin_count],
