@@ -217,7 +217,8 @@ class Trainer:
             chunked(np.ones(n, np.float32)))
         summary = metrics.summarize(total, self.loss.log_probabilities is not None)
         if per_example:
-            summary["correct"] = metrics.pack_correct(np.asarray(predicted)[:n], split.labels)
+            summary |= {"examples": n,
+                        "correct": metrics.pack_correct(np.asarray(predicted)[:n], split.labels)}
         return summary
 
     def fit_temperature(self, params: dict, hyper: dict, split: Split) -> float:

@@ -171,6 +171,26 @@ def test_paired_difference_gives_a_verdict_only_when_both_tests_agree():
     assert "p = 0.062" in text and "**not resolved (smallest detectable difference" in text
 
 
+def test_per_example_difference_counts_what_each_loss_alone_gets_right():
+    labels = np.zeros(40, int)
+    # Seed 0: Taylor alone right on 12 examples, softmax alone on 1 (McNemar p = 0.003);
+    # seed 1: 3 and 2 (p = 1). Predictions: 0 is right, 1 is wrong.
+    taylor = [np.r_[np.zeros(12), np.ones(1), np.zeros(27)], np.r_[np.zeros(3), np.ones(2), np.zeros(35)]]
+    softmax = [np.r_[np.ones(12), np.zeros(1), np.zeros(27)], np.r_[np.ones(3), np.zeros(2), np.zeros(35)]]
+
+    def run(predictions):
+        return {"test": [{"seed": s, "examples": 40, "correct": metrics.pack_correct(p, labels)}
+                         for s, p in enumerate(predictions)]}
+
+    text = tables.per_example_difference(
+        {"log-taylor-2": run(taylor), "log-softmax": run(softmax)}, "log-taylor-2", "log-softmax")
+    assert "log-taylor-2 alone right on 7.5 examples and log-softmax alone on 1.5" in text
+    assert "means over 2 seeds of 40 examples" in text
+    assert "in favour of log-taylor-2 in 1 seeds, of log-softmax in 0" in text
+    assert tables.per_example_difference({"a": {"test": [{"seed": 0}]}, "b": {"test": [{"seed": 0}]}},
+                                         "a", "b") == ""
+
+
 @pytest.fixture(scope="module")
 def digits():
     return load("digits")
