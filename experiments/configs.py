@@ -149,7 +149,8 @@ def describe(config: Config) -> str:
 def digits_mlp() -> Config:
     """The quick comparison: 8 losses on the 8x8 digits with a 64-128-128-10 ReLU MLP.
 
-    Command: ``python -m experiments run digits-mlp`` (measured: 34 seconds on 2 CPU cores).
+    Command: ``python -m experiments run digits-mlp`` (measured: 67 seconds on 2 CPU cores from
+    a cold compilation cache, 57-59 warm).
     Writes ``results/digits-mlp/``: ``table.md``, ``learning_curves.png``,
     ``reliability.png`` and the run directories under ``runs/``.
     """
