@@ -113,25 +113,25 @@ def epochs_text(ends: list[dict], max_epochs: int) -> str:
     return text + (f" (**{at_limit} of {len(ends)} not stopped early**)" if at_limit else "")
 
 
-def per_example_difference(runs: dict, loss: str, baseline: str) -> str:
+def per_example_difference(runs: dict, loss: str, baseline: str) -> list[str]:
     """Per seed, the exact McNemar test of ``loss`` against ``baseline`` on the test examples
-    (``experiments.statistics.mcnemar``), summed up over seeds; empty without per-example
-    records."""
+    (``experiments.statistics.mcnemar``), summed up over seeds, as a line; no line without
+    per-example records."""
     correct = {name: {m["seed"]: metrics.unpack_correct(m["correct"], m["examples"])
                       for m in runs[name]["test"] if "correct" in m} for name in (loss, baseline)}
     seeds = sorted(set(correct[loss]) & set(correct[baseline]))
     if not seeds:
-        return ""
+        return []
     tests = [statistics.mcnemar(correct[loss][s], correct[baseline][s]) for s in seeds]
     favour = {name: sum(t.p < statistics.LEVEL and (t.only_a > t.only_b) == (name == loss)
                         for t in tests) for name in (loss, baseline)}
-    return (
+    return [
         f"  Per test example, exact McNemar per seed: {loss} alone right on "
         f"{np.mean([t.only_a for t in tests]):.1f} examples and {baseline} alone on "
         f"{np.mean([t.only_b for t in tests]):.1f} (means over {len(seeds)} seeds of "
         f"{len(correct[loss][seeds[0]]):,} examples); p < {statistics.LEVEL} in favour of {loss} "
         f"in {favour[loss]} seeds, of {baseline} in {favour[baseline]}."
-    )
+    ]
 
 
 def paired_difference(runs: dict, loss: str, baseline: str, key: str = "error",
@@ -305,7 +305,7 @@ def render(experiment: dict, runs: dict) -> str:
         ]
         for a, b in PAIRED:
             if a in runs and b in runs:
-                lines += [paired_difference(runs, a, b), per_example_difference(runs, a, b)]
+                lines += [paired_difference(runs, a, b), *per_example_difference(runs, a, b)]
     lines += [
         "",
         "## The paper's numbers, for context",

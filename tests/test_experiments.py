@@ -182,13 +182,13 @@ def test_per_example_difference_counts_what_each_loss_alone_gets_right():
         return {"test": [{"seed": s, "examples": 40, "correct": metrics.pack_correct(p, labels)}
                          for s, p in enumerate(predictions)]}
 
-    text = tables.per_example_difference(
+    (text,) = tables.per_example_difference(
         {"log-taylor-2": run(taylor), "log-softmax": run(softmax)}, "log-taylor-2", "log-softmax")
     assert "log-taylor-2 alone right on 7.5 examples and log-softmax alone on 1.5" in text
     assert "means over 2 seeds of 40 examples" in text
     assert "in favour of log-taylor-2 in 1 seeds, of log-softmax in 0" in text
     assert tables.per_example_difference({"a": {"test": [{"seed": 0}]}, "b": {"test": [{"seed": 0}]}},
-                                         "a", "b") == ""
+                                         "a", "b") == []
 
 
 @pytest.fixture(scope="module")
