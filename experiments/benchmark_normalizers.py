@@ -7,8 +7,8 @@ log twins with ``jax.nn.log_softmax``, the integer-label losses' ``value_and_gra
 (A B A B ...), each timing enough back-to-back jitted calls to last ``--min-time`` seconds; the
 ratio of a pair is the baseline's time over the candidate's (>= 1: softfam is no slower), and the
 table gives the median ratio over the pairs with its quartiles. A last table times each function
-against itself with the -inf check taken out (``classes`` not excluding -inf): the cost of
-treating -inf logits as excluded classes.
+against itself with the -inf check taken out (``_family.is_excluded`` false everywhere: neither
+the shared path nor a member masks -inf): the cost of treating -inf logits as excluded classes.
 
 Command: ``python -m experiments benchmark normalizers`` (about 5 minutes on 2 CPU cores);
 writes ``results/benchmarks/normalizers.md``.
@@ -141,11 +141,6 @@ def inputs(shape, kind):
     return (x, labels if kind == "integer" else jax.nn.one_hot(labels, shape[1], dtype=x.dtype))
 
 
-def _classes_without_exclusion(x, where):
-    """``_family.classes`` with the -inf check taken out: what the exclusion costs."""
-    return _family.Classes(x, jnp.ones(x.shape, bool) if where is None else where, where)
-
-
 def measure(shapes, pairs, min_time, log=print):
     rows = []  # (section, name, shape, result)
     for shape in shapes:
@@ -155,7 +150,7 @@ def measure(shapes, pairs, min_time, log=print):
             for name, fn in candidates.items():
                 result = interleaved(base, compiled(fn, kind), args, pairs, min_time)
                 rows.append((section, name, shape, result))
-                with mock.patch.object(_family, "classes", _classes_without_exclusion):
+                with mock.patch.object(_family, "is_excluded", lambda x: jnp.zeros(x.shape, bool)):
                     unchecked = compiled(fn, kind)
                     jax.block_until_ready(unchecked(*args))  # traced with the patch
                 cost = interleaved(unchecked, compiled(fn, kind), args, pairs, min_time)

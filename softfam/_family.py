@@ -109,6 +109,11 @@ def _zero_log_scale(x, axes, mask):
     return jnp.zeros(tuple(1 if a in axes else n for a, n in enumerate(x.shape)), x.dtype)
 
 
+def is_excluded(x: jax.Array) -> jax.Array:
+    """Where a logit of -inf excludes its class."""
+    return x == -jnp.inf
+
+
 def _power_of_two_member(degree, log_score, scaled_scores) -> Member:
     """A member whose ``f`` grows like ``|x|^degree``, scaled by ``C = 2^(degree k)``:
     ``scaled_scores(x b, b)`` is ``f(x) b^degree`` and its derivative in ``x b`` is
@@ -117,14 +122,14 @@ def _power_of_two_member(degree, log_score, scaled_scores) -> Member:
     log-score is -inf, with a zero gradient, as softmax's are by ``exp(-inf) = 0``."""
 
     def excluding_log_score(x):
-        excluded = x == -jnp.inf
+        excluded = is_excluded(x)
         return jnp.where(excluded, -jnp.inf, log_score(jnp.where(excluded, 0, x)))
 
     def scaled(x, log_c):  # score and slope 0 at -inf (double where)
         k = jnp.clip(jnp.round(log_c / (degree * math.log(2))), 0, jnp.finfo(x.dtype).maxexp - 2)
         b = lax.stop_gradient(_inverse_power_of_two(k, x.dtype))
         log_scale = (degree * math.log(2)) * k
-        excluded = x == -jnp.inf
+        excluded = is_excluded(x)
         y = jnp.where(excluded, 0, x * b)
         scores, slopes = jax.jvp(lambda y: scaled_scores(y, b), (y,), (jnp.ones_like(y),))
         scores = jnp.where(excluded, 0, scores)
@@ -206,7 +211,8 @@ class Classes(NamedTuple):
 
 def classes(x: jax.Array, where: Optional[jax.Array]) -> Classes:
     """Excludes the classes with ``where=False`` or a logit of -inf."""
-    return Classes(x, x != -jnp.inf if where is None else where & (x != -jnp.inf), where)
+    included = ~is_excluded(x)
+    return Classes(x, included if where is None else where & included, where)
 
 
 def _masked(values: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
