@@ -77,6 +77,32 @@ def test_teacher_dataset_is_deterministic_and_checks_its_arguments():
         data.load("teacher-ten")
 
 
+@pytest.mark.parametrize("num_classes", [4, 100])
+def test_softmax_teacher_errs_from_its_argmax_at_the_bayes_error(num_classes):
+    """For labels drawn from softmax(s), the Bayes classifier is argmax s, which is the
+    deterministic teacher's label: their disagreement rate estimates the Bayes error."""
+    sampled = data.load(f"softmax-teacher-{num_classes}")
+    argmax = synthetic.teacher_dataset(num_classes)
+    np.testing.assert_array_equal(sampled.test.images, argmax.test.images)
+    bayes = synthetic.bayes_error(num_classes, "softmax-teacher")
+    assert 0 < bayes < 1 - 1 / num_classes
+    disagreement = np.mean(sampled.test.labels != argmax.test.labels)
+    standard_error = np.sqrt(bayes * (1 - bayes) / sampled.test.labels.size)
+    assert abs(disagreement - bayes) < 4 * standard_error
+    assert synthetic.bayes_error(num_classes, "teacher") == 0
+
+
+def test_taylor_teacher_cannot_be_predicted_below_its_bayes_error():
+    sampled = data.load("taylor-teacher-10")
+    bayes = synthetic.bayes_error(10, "taylor-teacher")
+    argmax_error = np.mean(sampled.test.labels != synthetic.teacher_dataset(10).test.labels)
+    standard_error = np.sqrt(bayes * (1 - bayes) / sampled.test.labels.size)
+    assert argmax_error > bayes - 4 * standard_error  # argmax s is no better than the Bayes rule
+    assert not np.array_equal(sampled.test.labels, data.load("softmax-teacher-10").test.labels)
+    with pytest.raises(data.DataError, match="taylor-teacher-<D>"):
+        data.load("taylor-teacher-0")
+
+
 @pytest.mark.parametrize("name", ["wordnet-", "wordnet-0", "wordnet-10k", "ptb-10000"])
 def test_a_malformed_language_model_name_is_refused_by_name(name):
     with pytest.raises(data.DataError, match=re.escape(repr(name))):

@@ -5,7 +5,8 @@ One module per source, each registered in ``LOADERS`` by data set name or name p
 - ``images``: image classification, ``digits``, ``fashion-mnist``, ``mnist``, ``cifar10`` and
   ``cifar100``;
 - ``text``: word-level language modelling, ``wordnet-<K>``, ``wordnet-full`` and ``ptb``;
-- ``synthetic``: the teacher task with D classes, ``teacher-<D>``;
+- ``synthetic``: the teacher task with D classes, ``teacher-<D>``, ``softmax-teacher-<D>``
+  and ``taylor-teacher-<D>``;
 - ``npz``: the user's own arrays, ``npz:PATH``.
 
 Files are looked for in ``search_dirs(name, data_dir)`` and checked against their SHA-256
@@ -33,7 +34,8 @@ LOADERS: dict[str, Loader] = {
     **dict.fromkeys(images.DATASETS, images.load),
     "wordnet-": lambda name, data_dir, validation_fraction: text.load(name, data_dir),
     "ptb": lambda name, data_dir, validation_fraction: text.load(name, data_dir),
-    "teacher-": lambda name, data_dir, validation_fraction: synthetic.load(name),
+    **dict.fromkeys((f"{kind}-" for kind in synthetic.KINDS),
+                    lambda name, data_dir, validation_fraction: synthetic.load(name)),
     "npz:": lambda name, data_dir, validation_fraction: npz.load(name, validation_fraction),
 }
 
@@ -53,5 +55,5 @@ def load(name: str, data_dir: str | os.PathLike | None = None, *,
     loader = next((loader for key, loader in LOADERS.items() if name.startswith(key)), None)
     if loader is None:
         raise DataError(f"unknown data set {name!r}; choose one of {', '.join(images.DATASETS)}, "
-                        "wordnet-<K>, wordnet-full, ptb, teacher-<D> or npz:PATH")
+                        "wordnet-<K>, wordnet-full, ptb, [softmax-|taylor-]teacher-<D> or npz:PATH")
     return loader(name, data_dir, validation_fraction)
