@@ -3,15 +3,14 @@
 ``python -m experiments run <study>`` runs each comparison (config) of a study into
 ``<output>/<comparison name>/`` (tables and plots of its own, see ``experiments.tables``), then writes
 ``<output>/table.md`` and ``<output>/output_size.png``: each loss's test error and NLL
-against D, and the crossover: the D from which log-softmax stays ahead of log-Taylor.
+against D, and where log-softmax and log-Taylor trade places.
 
-Crossover: with ``d(D)`` the mean over seeds of log-Taylor's metric minus log-softmax's at D,
-it is the D after the last size at which ``d`` is not positive (Taylor as good or better), by
-linear interpolation of ``d`` in log D between that size and the next; if ``d`` is positive
-at every size it is "below the range", if it is not positive at the largest size "beyond the
-range" (log-softmax may still be ahead at a smaller D; the table says so). Its 95 % interval
-resamples the seeds of each size independently (bootstrap, 10,000 resamples), so an interval
-end can be open.
+At each D, log-Taylor's metric minus log-softmax's is analysed paired by seed
+(``experiments.statistics.paired``: t 95 % interval, exact sign-flip p, verdict). The table
+lists every sign change of the mean difference between consecutive sizes, in both
+directions, with the verdicts at its two ends (a sign change is resolved only when both ends
+are resolved, in opposite directions), and the crossover by significance: the smallest D
+from which on log-softmax is resolved lower at every size studied, if any.
 """
 
 from __future__ import annotations
@@ -21,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments import comparison, data, tables
+from experiments import comparison, data, statistics, tables
 from experiments.configs import Config
 from experiments.io import write_json_atomically, write_text_atomically
 
 BASELINE, CHALLENGER = "log-softmax", "log-taylor-2"
-BOOTSTRAP_RESAMPLES = 10_000
 METRICS = (("error", "test error (%)", 100.0), ("nll", "test NLL", 1.0))
 
 
@@ -44,37 +42,26 @@ def run(name: str, configs: tuple[Config, ...], output: Path, data_dir, command:
     return write(output)
 
 
-def crossover(log_sizes: np.ndarray, differences: np.ndarray) -> float:
-    """log10 D from which on the differences (one per size, sizes increasing) stay positive up
-    to the largest size, interpolated linearly from the last size where they are not; -inf if
-    all are positive, +inf if the last is not."""
-    not_positive = np.flatnonzero(differences <= 0)
-    if not_positive.size == 0:
-        return -np.inf
-    i = not_positive[-1]
-    if i == len(differences) - 1:
-        return np.inf
-    low, high = differences[i], differences[i + 1]
-    return log_sizes[i] + (log_sizes[i + 1] - log_sizes[i]) * (-low) / (high - low)
+def direction(result: statistics.Paired) -> int:
+    """+1 when log-softmax is resolved lower (the difference challenger minus baseline is
+    positive), -1 when log-Taylor is, 0 when not resolved."""
+    return int(np.sign(result.mean)) if result.resolved else 0
 
 
-def crossover_interval(log_sizes: np.ndarray, per_size: list[np.ndarray],
-                       resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float, float]:
-    """The crossover of the seeds' mean differences ``per_size[i]`` (one array of per-seed
-    differences per size) and its 95 % bootstrap interval, all in log10 D."""
-    rng = np.random.default_rng(0)
-    estimate = crossover(log_sizes, np.array([d.mean() for d in per_size]))
-    means = np.stack([rng.choice(d, (resamples, d.size)).mean(1) for d in per_size], 1)
-    boot = np.sort([crossover(log_sizes, m) for m in means])
-    return estimate, boot[int(0.025 * resamples)], boot[int(0.975 * resamples) - 1]
+def sign_changes(sizes: list[int], results: list[statistics.Paired]) -> list[tuple[int, int, bool]]:
+    """Each pair of consecutive sizes whose mean differences have opposite signs:
+    ``(D below, D above, resolved)``, resolved when both ends are resolved in opposite
+    directions."""
+    return [(sizes[i], sizes[i + 1], direction(results[i]) * direction(results[i + 1]) == -1)
+            for i in range(len(sizes) - 1) if results[i].mean * results[i + 1].mean < 0]
 
 
-def _size_text(log_size: float, sizes: list[int]) -> str:
-    if log_size == -np.inf:
-        return f"below {sizes[0]:,}"
-    if log_size == np.inf:
-        return f"beyond {sizes[-1]:,}"
-    return f"{10 ** log_size:,.0f}"
+def ahead_from(sizes: list[int], results: list[statistics.Paired]) -> int | None:
+    """The smallest D from which on log-softmax is resolved lower at every size, or None."""
+    first = None
+    for size, result in zip(sizes, results):
+        first = (first or size) if direction(result) == 1 else None
+    return first
 
 
 def collect(output: Path) -> tuple[dict, list[int], dict[str, dict[int, dict]]]:
@@ -112,28 +99,34 @@ def render(study: dict, sizes: list[int], runs: dict) -> str:
                 values = [m[key] for m in by_size.get(d, {}).values()]
                 cells.append("-" if not values or None in values else tables.mean_std(values, scale, 3 if scale == 1 else 2))
             lines.append(f"| {loss} | " + " | ".join(cells) + " |")
-    lines += ["", f"## From which D {BASELINE} stays ahead of {CHALLENGER}", ""]
+    lines += ["", f"## Where {BASELINE} and {CHALLENGER} trade places", ""]
     for (key, title, scale), found in zip(METRICS, crossovers(sizes, runs)):
         if found is None:
             lines.append(f"- {title}: fewer than two sizes with both losses finished.")
             continue
-        paired_sizes, per_size, estimate, low, high = found
-        differences = ", ".join(f"{d:,}: {x.mean():+.3f}" for d, x in zip(paired_sizes, per_size))
-        ahead_earlier = [f"{d:,}" for d, x in zip(paired_sizes, per_size)
-                         if x.mean() > 0 and np.log10(d) < estimate]
+        paired_sizes, results = found
+        by_size = "; ".join(
+            f"D = {d:,}: {r.mean:+.3f} [{r.low:+.3f}, {r.high:+.3f}], "
+            + {1: f"{BASELINE} lower", -1: f"{CHALLENGER} lower", 0: "not resolved"}[direction(r)]
+            for d, r in zip(paired_sizes, results))
+        changes = sign_changes(paired_sizes, results)
+        change_text = "; ".join(
+            f"between D = {low:,} and {high:,} ({'resolved' if resolved else 'not resolved'})"
+            for low, high, resolved in changes) or "none"
+        ahead = ahead_from(paired_sizes, results)
         lines.append(
-            f"- {title}, {CHALLENGER} minus {BASELINE} by D ({differences}): {BASELINE} stays ahead "
-            f"from D {'= ' * bool(np.isfinite(estimate))}{_size_text(estimate, paired_sizes)}, 95 % bootstrap interval "
-            f"[{_size_text(low, paired_sizes)}, {_size_text(high, paired_sizes)}]"
-            + (f"; it is also ahead at D = {', '.join(ahead_earlier)}, and behind at a larger D."
-               if ahead_earlier else ".")
+            f"- {title}, {CHALLENGER} minus {BASELINE} (paired by seed, t 95 % interval, verdict "
+            f"of the t interval and the sign-flip test): {by_size}. Sign changes of the mean: "
+            f"{change_text}. "
+            + (f"{BASELINE} is resolved lower at every D from D = {ahead:,} on." if ahead is not None
+               else f"There is no D from which {BASELINE} is resolved lower at every larger D.")
         )
     return "\n".join(lines) + "\n"
 
 
 def crossovers(sizes: list[int], runs: dict) -> list:
-    """Per metric of METRICS: None, or (sizes with both losses, per-size arrays of the seeds'
-    differences, crossover, interval low, interval high), the last three in log10 D."""
+    """Per metric of METRICS: None, or (sizes with both losses and at least 2 paired seeds,
+    the paired analysis of the seeds' differences at each)."""
     found = []
     paired_sizes = [d for d in sizes if d in runs.get(BASELINE, {}) and d in runs.get(CHALLENGER, {})]
     for key, _, scale in METRICS:
@@ -143,8 +136,10 @@ def crossovers(sizes: list[int], runs: dict) -> list:
         per_size = []
         for d in paired_sizes:
             a, b = runs[CHALLENGER][d], runs[BASELINE][d]
-            per_size.append(np.array([(a[s][key] - b[s][key]) * scale for s in sorted(set(a) & set(b))]))
-        found.append((paired_sizes, per_size, *crossover_interval(np.log10(paired_sizes), per_size)))
+            per_size.append([(a[s][key] - b[s][key]) * scale for s in sorted(set(a) & set(b))])
+        kept = [(d, x) for d, x in zip(paired_sizes, per_size) if len(x) >= 2]
+        found.append(None if len(kept) < 2 else
+                     ([d for d, _ in kept], [statistics.paired(x) for _, x in kept]))
     return found
 
 
@@ -158,12 +153,9 @@ def plot(sizes: list[int], runs: dict, path: Path, title: str) -> None:
             values = [np.array([m[key] for m in by_size[d].values()]) * scale for d in xs]
             axes.errorbar(xs, [v.mean() for v in values], [v.std(ddof=1) if v.size > 1 else 0 for v in values],
                           marker="o", capsize=3, label=loss)
-        if found is not None and np.isfinite(found[2]):
-            paired_sizes, _, estimate, low, high = found
-            axes.axvline(10 ** estimate, color="black", linestyle="--",
-                         label=f"{BASELINE} ahead from here on")
-            axes.axvspan(10 ** max(low, np.log10(paired_sizes[0])), 10 ** min(high, np.log10(paired_sizes[-1])),
-                         color="grey", alpha=0.2, label="95 % bootstrap interval")
+        if found is not None and ahead_from(*found) is not None:
+            axes.axvline(ahead_from(*found), color="black", linestyle="--",
+                         label=f"{BASELINE} resolved lower from here on")
         axes.set(xscale="log", xlabel="number of classes D", ylabel=label)
         axes.legend(fontsize=7)
     figure.suptitle(f"{title}: test metrics, mean +- std over seeds")

@@ -1,5 +1,5 @@
 """The many-class experiments: the synthetic teacher task, the language-model data sets, the
-crossover estimate of the output-size study, and a tiny language-model study end to end."""
+sign changes and crossover of the output-size study, and a tiny language-model study end to end."""
 
 import json
 import math
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from experiments import __main__ as cli
-from experiments import data, study, tables
+from experiments import data, statistics, study, tables
 from experiments.data import synthetic, text
 
 WORDNET = Path("/usr/share/wordnet/data.noun")
@@ -24,29 +24,25 @@ def standard_dtype_promotion():
         yield
 
 
-@pytest.mark.parametrize("differences, expected", [
-    ([-1.0, -1.0, 1.0], 2.5),  # halfway between 10^2 and 10^3 in log D
-    ([-3.0, 1.0, 2.0], 1.75),  # a quarter of the way back from 10^2 to 10^1
-    ([1.0, -1.0, 3.0], 2.25),  # the last turn counts: ahead for good from there
-    ([-1.0, 2.0, -1.0], math.inf),  # ahead at 10^2, behind again at the largest size
-    ([0.5, 1.0, 1.0], -math.inf),  # softmax better from the start
-    ([-1.0, -0.5, 0.0], math.inf),  # never strictly positive
-])
-def test_crossover_interpolates_in_log_size(differences, expected):
-    assert study.crossover(np.array([1.0, 2.0, 3.0]), np.array(differences)) == pytest.approx(expected)
+def paired(mean, resolved):
+    return statistics.Paired(10, mean, mean - 0.1, mean + 0.1, 0.01 if resolved else 0.5, 0.2, resolved)
 
 
-def test_crossover_interval_of_identical_seeds_is_the_estimate():
-    per_size = [np.full(5, -2.0), np.full(5, 2.0)]  # no spread: every resample agrees
-    estimate, low, high = study.crossover_interval(np.array([1.0, 2.0]), per_size, resamples=200)
-    assert estimate == low == high == pytest.approx(1.5)
+def test_sign_changes_are_listed_in_both_directions_with_their_resolution():
+    sizes = [2, 10, 100, 1000, 10000]
+    # Taylor lower (resolved), then softmax lower (resolved), Taylor lower (not resolved),
+    # softmax lower (resolved) twice.
+    results = [paired(-1.0, True), paired(2.0, True), paired(-0.1, False), paired(3.0, True),
+               paired(4.0, True)]
+    assert study.sign_changes(sizes, results) == [(2, 10, True), (10, 100, False), (100, 1000, False)]
+    assert study.ahead_from(sizes, results) == 1000  # resolved lower at 1000 and 10000
 
 
-def test_crossover_interval_is_open_when_resamples_never_cross():
-    per_size = [np.array([-1.0, -2.0]), np.array([-1.0, 1.5])]  # mean +0.25, one seed negative
-    estimate, low, high = study.crossover_interval(np.array([1.0, 2.0]), per_size, resamples=400)
-    assert estimate == pytest.approx(1 + 1.5 / 1.75)
-    assert low <= estimate and high == math.inf
+def test_softmax_ahead_from_no_size_when_the_largest_is_not_resolved():
+    sizes = [2, 10, 100]
+    assert study.ahead_from(sizes, [paired(1.0, True), paired(2.0, True), paired(0.5, False)]) is None
+    assert study.ahead_from(sizes, [paired(1.0, True)] * 3) == 2
+    assert study.sign_changes(sizes, [paired(1.0, True)] * 3) == []
 
 
 def test_teacher_labels_follow_the_zipf_prior_and_nest_across_sizes():
@@ -137,7 +133,7 @@ def test_throughput_and_epoch_time_describe_the_same_run():
 def test_tiny_language_model_study_end_to_end(tmp_path, capsys):
     assert cli.main(["run", "tiny-lm", "--output", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
-    assert "D = 12" in printed and "D = 102" in printed and "log-softmax stays ahead from D" in printed
+    assert "D = 12" in printed and "D = 102" in printed and "Sign changes of the mean:" in printed
     for vocabulary, num_classes in (("10", 12), ("100", 102)):
         directory = tmp_path / f"wordnet-{vocabulary}"
         table = (directory / "table.md").read_text()
