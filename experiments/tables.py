@@ -135,21 +135,23 @@ def per_example_difference(runs: dict, loss: str, baseline: str) -> list[str]:
 
 
 def paired_difference(runs: dict, loss: str, baseline: str, key: str = "error",
-                      what: str = "test error", scale: float = 100.0, unit: str = " points") -> str:
+                      what: str = "test error", scale: float = 100.0, unit: str = " points",
+                      records: str = "test", digits: int = 2) -> str:
     """Test metric ``key`` (times ``scale``) of ``loss`` minus ``baseline``'s, paired by seed
-    (same init and data order), analysed by ``experiments.statistics.paired``."""
-    values = {name: {m["seed"]: m[key] * scale for m in runs[name]["test"]} for name in (loss, baseline)}
+    (same init and data order), analysed by ``experiments.statistics.paired``; ``records``
+    "scaled" for the metrics after temperature scaling; differences shown to ``digits``."""
+    values = {name: {m["seed"]: m[key] * scale for m in runs[name][records]} for name in (loss, baseline)}
     seeds = sorted(set(values[loss]) & set(values[baseline]))
     if len(seeds) < 2:
         return f"- {loss} vs {baseline}: fewer than 2 paired seeds."
     result = statistics.paired([values[loss][s] - values[baseline][s] for s in seeds])
     lower = loss if result.mean < 0 else baseline
     verdict = (f"{lower} lower" if result.resolved else
-               f"not resolved (smallest detectable difference {result.detectable:.2f}{unit})")
+               f"not resolved (smallest detectable difference {result.detectable:.{digits}f}{unit})")
     return (
-        f"- {loss} minus {baseline}, {what}: {result.mean:+.2f}{unit} over {result.seeds} paired "
-        f"seeds, t 95 % interval [{result.low:+.2f}, {result.high:+.2f}], exact sign-flip "
-        f"p = {result.sign_flip_p:.3f}, detectable with 80 % power: {result.detectable:.2f}{unit}: "
+        f"- {loss} minus {baseline}, {what}: {result.mean:+.{digits}f}{unit} over {result.seeds} paired "
+        f"seeds, t 95 % interval [{result.low:+.{digits}f}, {result.high:+.{digits}f}], exact sign-flip "
+        f"p = {result.sign_flip_p:.3f}, detectable with 80 % power: {result.detectable:.{digits}f}{unit}: "
         f"**{verdict}**."
     )
 
@@ -305,7 +307,16 @@ def render(experiment: dict, runs: dict) -> str:
         ]
         for a, b in PAIRED:
             if a in runs and b in runs:
-                lines += [paired_difference(runs, a, b), *per_example_difference(runs, a, b)]
+                lines += [paired_difference(runs, a, b), *per_example_difference(runs, a, b),
+                          paired_difference(runs, a, b, "nll", "test NLL", 1.0, " nats", digits=4)]
+                if runs[a]["scaled"] and runs[b]["scaled"]:
+                    lines.append(paired_difference(runs, a, b, "nll", "T-scaled test NLL", 1.0,
+                                                   " nats", "scaled", digits=4))
+        baseline = PAIRED[0][1]
+        others = [loss for loss in runs if loss != baseline and loss not in dict(PAIRED)]
+        if baseline in runs and others:
+            lines += ["", f"The other losses against {baseline}, paired by seed:", ""]
+            lines += [paired_difference(runs, loss, baseline) for loss in others]
     lines += [
         "",
         "## The paper's numbers, for context",
