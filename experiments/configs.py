@@ -165,8 +165,8 @@ def fashion_mnist_mlp() -> Config:
     log-softmax and log-Taylor or log-spherical can be resolved (issue 13's target; a pilot of
     the 5-seed table had a per-seed sd of about 0.3 points).
 
-    Command: ``python -m experiments run fashion-mnist-mlp`` (one epoch is 0.53 s on 2 CPU
-    cores; planned at about 300 models of about 20 epochs: an hour, resumable).
+    Command: ``python -m experiments run fashion-mnist-mlp`` (about 95 minutes on 2 CPU cores,
+    partly shared with other work; one epoch is 0.53 s; resumable).
     Writes ``results/fashion-mnist-mlp/`` (table, plots, run directories).
     """
     return Config(name="fashion-mnist-mlp", dataset="fashion-mnist", model="mlp",
