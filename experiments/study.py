@@ -48,11 +48,12 @@ def direction(result: statistics.Paired) -> int:
     return int(np.sign(result.mean)) if result.resolved else 0
 
 
-def sign_changes(sizes: list[int], results: list[statistics.Paired]) -> list[tuple[int, int, bool]]:
+def sign_changes(sizes: list[int], results: list[statistics.Paired]) -> list[tuple[int, int, str, bool]]:
     """Each pair of consecutive sizes whose mean differences have opposite signs:
-    ``(D below, D above, resolved)``, resolved when both ends are resolved in opposite
-    directions."""
-    return [(sizes[i], sizes[i + 1], direction(results[i]) * direction(results[i + 1]) == -1)
+    ``(D below, D above, the loss lower above, resolved)``, resolved when both ends are
+    resolved in opposite directions."""
+    return [(sizes[i], sizes[i + 1], BASELINE if results[i + 1].mean > 0 else CHALLENGER,
+             direction(results[i]) * direction(results[i + 1]) == -1)
             for i in range(len(sizes) - 1) if results[i].mean * results[i + 1].mean < 0]
 
 
@@ -111,8 +112,9 @@ def render(study: dict, sizes: list[int], runs: dict) -> str:
             for d, r in zip(paired_sizes, results))
         changes = sign_changes(paired_sizes, results)
         change_text = "; ".join(
-            f"between D = {low:,} and {high:,} ({'resolved' if resolved else 'not resolved'})"
-            for low, high, resolved in changes) or "none"
+            f"between D = {low:,} and {high:,}, towards {lower} lower "
+            f"({'resolved' if resolved else 'not resolved'})"
+            for low, high, lower, resolved in changes) or "none"
         ahead = ahead_from(paired_sizes, results)
         lines.append(
             f"- {title}, {CHALLENGER} minus {BASELINE} (paired by seed, t 95 % interval, verdict "

@@ -34,7 +34,9 @@ def test_sign_changes_are_listed_in_both_directions_with_their_resolution():
     # softmax lower (resolved) twice.
     results = [paired(-1.0, True), paired(2.0, True), paired(-0.1, False), paired(3.0, True),
                paired(4.0, True)]
-    assert study.sign_changes(sizes, results) == [(2, 10, True), (10, 100, False), (100, 1000, False)]
+    assert study.sign_changes(sizes, results) == [(2, 10, "log-softmax", True),
+                                                  (10, 100, "log-taylor-2", False),
+                                                  (100, 1000, "log-softmax", False)]
     assert study.ahead_from(sizes, results) == 1000  # resolved lower at 1000 and 10000
 
 
