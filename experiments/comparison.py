@@ -51,20 +51,26 @@ def line(points: list[dict], chosen: dict, axis: str) -> list[float]:
     return sorted({p[axis] for p in points if all(p[k] == v for k, v in chosen.items() if k != axis)})
 
 
+def within(value: float, bounds) -> bool:
+    """Whether ``value`` lies in the (low, high) ``bounds``, up to rounding (1e-9 relative): a
+    step computed as 0.15 / 3 = 0.04999... is at a bound of 0.05, not beyond it."""
+    low, high = bounds
+    return low * (1 - 1e-9) <= value <= high * (1 + 1e-9)
+
+
 def beyond_edge(values: list[float], value: float, bounds) -> Optional[tuple[float, bool]]:
     """``(next value, whether it is within bounds)`` one step past the end of the sorted
     ``values`` that ``value`` sits at, or None when it is interior. The step is the ratio of
     the two values at that end (3 for a single value, which sits at both ends: the upper one
     first, the lower one once the upper is out of bounds)."""
-    low, high = bounds
     if len(values) > 1 and values[0] < value < values[-1]:
         return None
     if value == values[-1]:
         upper = value * (values[-1] / values[-2] if len(values) > 1 else 3.0)
-        if upper <= high or len(values) > 1:
-            return upper, upper <= high
+        if within(upper, bounds) or len(values) > 1:
+            return upper, within(upper, bounds)
     lower = value / (values[1] / values[0] if len(values) > 1 else 3.0)
-    return lower, lower >= low
+    return lower, within(lower, bounds)
 
 
 def widening(points: list[dict], chosen: dict, bounds: dict) -> list[dict]:

@@ -133,6 +133,7 @@ class Trainer:
         self.train_epoch = jax.jit(self._train_epoch, donate_argnums=0,
                                    out_shardings=self.replicated)
         self.evaluate_chunks = jax.jit(self._evaluate_chunks)
+        self._chunks: dict[int, tuple] = {}  # id(split): (split, its chunks on the devices)
 
     def _shard_batch(self, array: jax.Array, axis: int) -> jax.Array:
         spec = [None] * array.ndim
@@ -199,24 +200,32 @@ class Trainer:
         totals, predictions = jax.lax.map(chunk_totals, (images, labels, weights))
         return jax.tree.map(lambda t: jnp.sum(t, 0), totals), predictions.reshape(-1)
 
+    def _device_chunks(self, split: Split) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """``split``'s images, labels and weights in chunks (chunks, chunk size, ...) on the
+        devices, padded with weight-0 examples; made once per split."""
+        if id(split) not in self._chunks:
+            n = split.labels.shape[0]
+            chunk = -(-min(EVAL_CHUNK, n) // self.mesh.size) * self.mesh.size  # shards evenly
+            chunks = -(-n // chunk)
+            pad = chunks * chunk - n
+
+            def chunked(array):
+                array = np.concatenate([array, np.zeros((pad, *array.shape[1:]), array.dtype)])
+                return array.reshape(chunks, chunk, *array.shape[1:])
+
+            arrays = (chunked(split.images), chunked(split.labels), chunked(np.ones(n, np.float32)))
+            self._chunks[id(split)] = (split, jax.device_put(arrays, self.replicated))
+        return self._chunks[id(split)][1]
+
     def evaluate(self, params: dict, hyper: dict, split: Split, temperature: float = 1.0,
                  per_example: bool = False) -> dict:
         """The model's metrics on ``split``, its logits divided by ``temperature``; with
         ``per_example``, also which examples it classified correctly (``metrics.pack_correct``)."""
-        n = split.labels.shape[0]
-        chunk = -(-min(EVAL_CHUNK, n) // self.mesh.size) * self.mesh.size  # shards evenly
-        chunks = -(-n // chunk)
-        pad = chunks * chunk - n  # padding examples get weight 0
-
-        def chunked(array):
-            array = np.concatenate([array, np.zeros((pad, *array.shape[1:]), array.dtype)])
-            return array.reshape(chunks, chunk, *array.shape[1:])
-
-        total, predicted = self.evaluate_chunks(
-            params, hyper, jnp.float32(temperature), chunked(split.images), chunked(split.labels),
-            chunked(np.ones(n, np.float32)))
+        total, predicted = self.evaluate_chunks(params, hyper, np.float32(temperature),
+                                                *self._device_chunks(split))
         summary = metrics.summarize(total, self.loss.log_probabilities is not None)
         if per_example:
+            n = split.labels.shape[0]
             summary |= {"examples": n,
                         "correct": metrics.pack_correct(np.asarray(predicted)[:n], split.labels)}
         return summary
@@ -320,7 +329,7 @@ def _train_model(trainer: Trainer, run: Run, model_index: int, run_dir: Path, da
         if best is not None and config.patience is not None and epoch - best["epoch"] >= config.patience:
             break
         start = time.perf_counter()
-        state, train_loss = trainer.train_epoch(state, jnp.int32(epoch), hyper)
+        state, train_loss = trainer.train_epoch(state, np.int32(epoch), hyper)
         train_loss = float(train_loss)
         seconds = time.perf_counter() - start
         epoch += 1

@@ -443,6 +443,8 @@ def test_a_checkpoint_of_another_structure_stops_with_a_clear_error(tmp_path):
     ([1.0], 1.0, (0.01, 100.0), (3.0, True)),
     ([1.0], 1.0, (0.01, 2.0), (1 / 3, True)),
     ([1.0], 1.0, (0.9, 1.1), (1 / 3, False)),
+    ([0.15, 0.45, 1.35], 0.15, (0.05, 5.0), (0.05, True)),  # 0.15 / 3 rounds below 0.05
+    ([0.15, 0.45, 1.35], 0.15, (0.051, 5.0), (0.05, False)),
 ])
 def test_one_step_past_the_end_the_choice_sits_at(values, value, bounds, expected):
     edge = comparison.beyond_edge(values, value, bounds)
