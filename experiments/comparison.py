@@ -138,7 +138,8 @@ def run(config: Config, output: Path, data: Dataset, command: str) -> dict[str, 
     write_json_atomically(config_path, {
         "config": saved, "command": command, "num_classes": data.num_classes,
         "baselines": metrics.baselines(data.train.labels[: config.train_subset],
-                                       data.test.labels, data.num_classes)})
+                                       data.test.labels, data.num_classes),
+        **({} if data.bayes_error is None else {"bayes_error": data.bayes_error})})
     finals = {}
     for loss in config.losses:
         trainer = train.trainer(config, loss, data)

@@ -66,15 +66,20 @@ def ahead_from(sizes: list[int], results: list[statistics.Paired]) -> int | None
 
 
 def collect(output: Path) -> tuple[dict, list[int], dict[str, dict[int, dict]]]:
-    """The study's description, its sizes, and ``runs[loss][D]`` = the test records by seed."""
+    """The study's description (with ``bayes_error[D]`` where the data set knows it), its
+    sizes, and ``runs[loss][D]`` = the test records by seed."""
     study = json.loads((output / "study.json").read_text())
     sizes, runs = [], {}  # sizes in the order of the study, increasing
+    study["bayes_error"] = {}
     for name in study["comparisons"]:
         experiment_path = output / name / "config.json"
         if not experiment_path.exists():
             continue
-        size = json.loads(experiment_path.read_text())["num_classes"]
+        experiment = json.loads(experiment_path.read_text())
+        size = experiment["num_classes"]
         sizes.append(size)
+        if "bayes_error" in experiment:
+            study["bayes_error"][size] = experiment["bayes_error"]
         for loss, run in tables.final_runs(output / name).items():
             runs.setdefault(loss, {})[size] = {m["seed"]: m for m in run["test"]}
     return study, sizes, runs
@@ -100,6 +105,10 @@ def render(study: dict, sizes: list[int], runs: dict) -> str:
                 values = [m[key] for m in by_size.get(d, {}).values()]
                 cells.append("-" if not values or None in values else tables.mean_std(values, scale, 3 if scale == 1 else 2))
             lines.append(f"| {loss} | " + " | ".join(cells) + " |")
+        if key == "error" and study["bayes_error"]:
+            lines.append("| *Bayes error* | " + " | ".join(
+                f"{100 * study['bayes_error'][d]:.2f}" if d in study["bayes_error"] else "-"
+                for d in sizes) + " |")
     lines += ["", f"## Where {BASELINE} and {CHALLENGER} trade places", ""]
     for (key, title, scale), found in zip(METRICS, crossovers(sizes, runs)):
         if found is None:

@@ -265,11 +265,16 @@ def render(experiment: dict, runs: dict) -> str:
                    if language_model else
                    f"{100 * b['error']:.2f} | {b['nll']:.3f} | - | {b['brier']:.3f} | - | - | -")
         lines.append(f"| *{names[name]}* | - | - | {metrics} | - | - |" + (" - |" if language_model else ""))
+    if "bayes_error" in experiment:
+        lines.append(f"| *Bayes error* | - | - | {100 * experiment['bayes_error']:.2f} | - | - | - | - "
+                     "| - | - | - | - |")
     lines += [
         "",
         *(["*uniform guess*, *class prior* / *unigram*: baselines that ignore the input: the "
            "uniform distribution, and the training labels' frequencies with add-one smoothing "
            "(its prediction is the most frequent class)."] if "baselines" in experiment else []),
+        *(["*Bayes error*: the test error of the best possible classifier, which knows the "
+           "teacher's label distribution."] if "bayes_error" in experiment else []),
         "(edge): the chosen value is at an end of the values tried along its axis (the other "
         "coordinates at their chosen values); a wider grid might have done better. (edge, bound): "
         "the next step lies outside the config's bounds, so tuning did not widen further.",

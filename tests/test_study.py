@@ -13,6 +13,7 @@ import pytest
 from experiments import __main__ as cli
 from experiments import data, statistics, study, tables
 from experiments.data import synthetic, text
+from experiments.configs import Config
 
 WORDNET = Path("/usr/share/wordnet/data.noun")
 
@@ -82,17 +83,17 @@ def test_softmax_teacher_errs_from_its_argmax_at_the_bayes_error(num_classes):
     sampled = data.load(f"softmax-teacher-{num_classes}")
     argmax = synthetic.teacher_dataset(num_classes)
     np.testing.assert_array_equal(sampled.test.images, argmax.test.images)
-    bayes = synthetic.bayes_error(num_classes, "softmax-teacher")
+    bayes = sampled.bayes_error
     assert 0 < bayes < 1 - 1 / num_classes
     disagreement = np.mean(sampled.test.labels != argmax.test.labels)
     standard_error = np.sqrt(bayes * (1 - bayes) / sampled.test.labels.size)
     assert abs(disagreement - bayes) < 4 * standard_error
-    assert synthetic.bayes_error(num_classes, "teacher") == 0
+    assert argmax.bayes_error == 0
 
 
 def test_taylor_teacher_cannot_be_predicted_below_its_bayes_error():
     sampled = data.load("taylor-teacher-10")
-    bayes = synthetic.bayes_error(10, "taylor-teacher")
+    bayes = sampled.bayes_error
     argmax_error = np.mean(sampled.test.labels != synthetic.teacher_dataset(10).test.labels)
     standard_error = np.sqrt(bayes * (1 - bayes) / sampled.test.labels.size)
     assert argmax_error > bayes - 4 * standard_error  # argmax s is no better than the Bayes rule
@@ -158,3 +159,19 @@ def test_tiny_language_model_study_end_to_end(tmp_path, capsys):
     assert (tmp_path / "output_size.png").stat().st_size > 0
     assert cli.main(["tables", "tiny-lm", "--output", str(tmp_path)]) == 0
     assert capsys.readouterr().out == printed.split("# tiny-lm", 1)[1].join(["# tiny-lm", ""])
+
+
+def test_a_teacher_study_shows_the_bayes_error_beside_the_losses(tmp_path):
+    """The Bayes error comes from the data set (checked against the labels above) into each
+    comparison's table and the study's error table, at its own D."""
+    configs_ = tuple(
+        Config(name=f"softmax-teacher-{d}", dataset=f"softmax-teacher-{d}", model="mlp",
+               widths=(8,), losses=("log-softmax",), learning_rates=(1e-2,), max_epochs=1,
+               seeds=(0, 1), batch_size=64, train_subset=512)
+        for d in (4, 10))
+    table = study.run("tiny-teachers", configs_, tmp_path, None, "test")
+    bayes = [data.load(f"softmax-teacher-{d}").bayes_error for d in (4, 10)]
+    error_section = table.split("## test error (%)")[1].split("##")[0]
+    assert f"| *Bayes error* | {100 * bayes[0]:.2f} | {100 * bayes[1]:.2f} |" in error_section
+    comparison_table = (tmp_path / "softmax-teacher-10" / "table.md").read_text()
+    assert f"| *Bayes error* | - | - | {100 * bayes[1]:.2f} |" in comparison_table

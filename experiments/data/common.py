@@ -8,6 +8,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -35,13 +36,15 @@ class Split:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A data set's train, validation and test splits."""
+    """A data set's train, validation and test splits, and the test split's Bayes error (the
+    error of the best possible classifier) where it is known, as for the synthetic teachers."""
 
     name: str
     train: Split
     valid: Split
     test: Split
     num_classes: int
+    bayes_error: Optional[float] = None
 
 
 def search_dirs(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:

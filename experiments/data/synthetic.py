@@ -14,7 +14,7 @@ scores s (``KINDS``):
   the model class of log-Taylor.
 
 The sampled teachers' Bayes error, ``1 - E_x max_k p_k(x)``, is known exactly from ``p``
-(``bayes_error``). The prior pushes the labels towards the first classes. Measured on the
+(``Dataset.bayes_error``). The prior pushes the labels towards the first classes. Measured on the
 argmax teacher's 20,000 training labels at D = 10, 100, 1000, 10000: 10, 77, 273 and 502
 distinct classes, entropy 1.9, 3.2, 3.8 and 4.2 nats, and class frequency falling with its
 rank like rank^-1.7 to rank^-2.1 (a fitted slope): a frequent head and a long, mostly unseen
@@ -76,30 +76,24 @@ def _inputs_and_probabilities(num_classes: int, kind: str):
 
 def teacher_dataset(num_classes: int, kind: str = "teacher") -> Dataset:
     """Inputs float32 (N, 16) and the labels of teacher ``kind`` over ``num_classes`` classes
-    (module docstring)."""
+    (module docstring), with the test split's Bayes error ``mean_x (1 - max_k p_k(x))``: 0 for
+    the argmax teacher."""
     x, chunks = _inputs_and_probabilities(num_classes, kind)
     uniform = np.random.default_rng(_SEED + 2).random(len(x))
     labels = np.empty(len(x), np.int32)
+    missed = np.zeros(len(x))  # 1 - max_k p_k(x)
     for start, (scores, probs) in zip(range(0, len(x), CHUNK), chunks):
         if probs is None:
             labels[start:start + CHUNK] = np.argmax(scores, 1)
         else:  # the first class whose cumulative probability exceeds u
             below = np.cumsum(probs, 1) <= uniform[start:start + len(probs), None]
             labels[start:start + CHUNK] = np.minimum(below.sum(1), num_classes - 1)
+            missed[start:start + CHUNK] = 1 - probs.max(1)
     cuts = np.cumsum([SIZES["train"], SIZES["valid"]])
     splits = [Split(xs.astype(np.float32), ys) for xs, ys in
               zip(np.split(x, cuts), np.split(labels, cuts))]
-    return Dataset(f"{kind}-{num_classes}", *splits, num_classes=num_classes)
-
-
-def bayes_error(num_classes: int, kind: str) -> float:
-    """The test split's Bayes error ``mean_x (1 - max_k p_k(x))`` under teacher ``kind``: the
-    error of the best possible classifier, 0 for the argmax teacher."""
-    x, chunks = _inputs_and_probabilities(num_classes, kind)
-    first_test = SIZES["train"] + SIZES["valid"]
-    missed = [1 - probs.max(1) if probs is not None else np.zeros(len(scores))
-              for scores, probs in chunks]
-    return float(np.concatenate(missed)[first_test:].mean())
+    return Dataset(f"{kind}-{num_classes}", *splits, num_classes=num_classes,
+                   bayes_error=float(missed[cuts[1]:].mean()))
 
 
 def load(name: str) -> Dataset:
