@@ -5,7 +5,8 @@ The output weights and bias (one matrix, the bias as the last column) are held f
 updated by ``softfam.factored_step`` at the model's learning rate; the rest of the model is
 trained by the config's optimizer (which must be ``sgd``, so that the whole model follows
 dense SGD exactly) from the gradient for its features. Data, evaluation, checkpoints and
-records are ``experiments.train``'s.
+records are ``experiments.train``'s. An epoch runs as jitted chunks of ``CHECK_EVERY`` steps,
+with ``softfam.condition_factored_output`` between them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import optax
 import softfam
 from experiments import losses
 from experiments.train import Trainer
+
+CHECK_EVERY = 10  # steps between conditioning checks of the factored layer
 
 
 class FactoredTrainer(Trainer):
@@ -37,6 +40,21 @@ class FactoredTrainer(Trainer):
                 f"{', '.join(n for n, entry in losses.LOSSES.items() if entry.on_statistics)})"
             )
         super().__init__(config, loss, data)
+        self.epoch_order = jax.jit(self._epoch_order)
+        self.train_steps = jax.jit(self._train_steps, donate_argnums=0, out_shardings=self.replicated)
+        self.train_epoch = self.conditioned_epoch
+
+    def conditioned_epoch(self, state, epoch, hyper):
+        """``Trainer.train_epoch`` in chunks of CHECK_EVERY steps, the output layer conditioned
+        between them (on the host: only a drifted layer touches its D x d buffer)."""
+        order = self.epoch_order(state, epoch)
+        losses_ = []
+        for start in range(0, self.steps_per_epoch, CHECK_EVERY):
+            state, chunk_losses = self.train_steps(state, order[start:start + CHECK_EVERY], hyper)
+            output = softfam.condition_factored_output(state["params"]["output"])
+            state = {**state, "params": {**state["params"], "output": output}}
+            losses_.append(chunk_losses)
+        return state, jnp.mean(jnp.concatenate(losses_))
 
     def initial_params(self, key):
         params = super().initial_params(key)

@@ -169,11 +169,15 @@ class Trainer:
         opt_state = self.optimizer(learning_rate=learning_rate).init(self.trained_params(params))
         return {"params": params, "opt_state": opt_state, "data_key": jax.random.key_data(data_key)}
 
-    def _train_epoch(self, state: dict, epoch: jax.Array, hyper: dict) -> tuple[dict, jax.Array]:
-        images, labels = self.train
+    def _epoch_order(self, state: dict, epoch: jax.Array) -> jax.Array:
+        """The training examples' indices of epoch ``epoch``, in minibatches (steps, batch)."""
         steps, batch = self.steps_per_epoch, self.config.batch_size
         key = jax.random.fold_in(jax.random.wrap_key_data(state["data_key"]), epoch)
-        order = jax.random.permutation(key, labels.shape[0])[: steps * batch].reshape(steps, batch)
+        return jax.random.permutation(key, self.train[1].shape[0])[: steps * batch].reshape(steps, batch)
+
+    def _train_steps(self, state: dict, order: jax.Array, hyper: dict) -> tuple[dict, jax.Array]:
+        """One optimizer step per row of ``order``; returns the state and each step's loss."""
+        images, labels = self.train
 
         def step(carry, batch_indices):
             x = self._shard_batch(images[batch_indices], axis=0)
@@ -182,7 +186,11 @@ class Trainer:
             return (params, opt_state), loss
 
         (params, opt_state), losses_ = jax.lax.scan(step, (state["params"], state["opt_state"]), order)
-        return {**state, "params": params, "opt_state": opt_state}, jnp.mean(losses_)
+        return {**state, "params": params, "opt_state": opt_state}, losses_
+
+    def _train_epoch(self, state: dict, epoch: jax.Array, hyper: dict) -> tuple[dict, jax.Array]:
+        state, losses_ = self._train_steps(state, self._epoch_order(state, epoch), hyper)
+        return state, jnp.mean(losses_)
 
     def _evaluate_chunks(self, params, hyper, temperature, images, labels, weights) -> metrics.Totals:
         """Sums over ``images`` (chunks, chunk size, ...), the probabilities those of the

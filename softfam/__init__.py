@@ -7,6 +7,7 @@ softmax). The losses follow ``optax.losses``: one value per example, no reductio
 
 from softfam._factored import (
     FactoredOutput,
+    condition_factored_output,
     dense_output_weights,
     factored_output,
     factored_statistics,
@@ -48,6 +49,7 @@ __version__ = "0.1.0"
 __all__ = [
     "FactoredOutput",
     "SphericalStatistics",
+    "condition_factored_output",
     "dense_output_weights",
     "factored_output",
     "factored_statistics",

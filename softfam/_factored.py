@@ -22,11 +22,14 @@ by Woodbury, ``(I - H^T A H)^-1 = I + H^T (I - A H H^T)^-1 A H`` with ``A = 2 et
 is ``g_oj W[c_j] + g_sj w_bar + 2 g_qj Q h_j``. ``I - M`` is never formed (``X - H^T A H X``),
 so all of it costs O(m d^2 + m^2 d), no d^3 product, plus an O(m d) scatter-add into ``V``.
 
-Conditioning: every ``check_every`` steps the singular values of ``U`` are computed and its
-inverse is recomputed from them. If at most ``max_corrections`` of them have left
-``singular_range``, those are set back to 1 by a rank-k change of ``U`` and the opposite
-change of ``V`` (O(D d k)); if more have, ``W`` is unfactored (``V <- V U``, ``U <- I``,
-O(D d^2), rare), and ``Q`` and ``w_bar`` are recomputed from ``W``. Neither changes ``W``.
+Conditioning is a separate function, ``condition_factored_output``, called between jitted
+steps (every few steps; outside ``jit``). It computes the singular values of ``U`` and
+recomputes its inverse from them (O(d^3), nothing of size D). Only if some have left
+``singular_range`` does it touch ``V``: at most ``max_corrections`` of them are set back to 1
+by a rank-k change of ``U`` and the opposite change of ``V`` (O(D d k)); if more have, ``W`` is
+unfactored (``V <- V U``, ``U <- I``, O(D d^2), rare), and ``Q`` and ``w_bar`` are recomputed
+from ``W``. Neither changes ``W``. The step itself therefore never reads or writes ``V``
+beyond the m target rows, and its cost does not grow with D.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 _STATISTICS_PARAMETERS = ("target_logit", "logit_sum", "logit_square_sum", "num_classes")
 
@@ -50,7 +54,7 @@ class FactoredOutput(NamedTuple):
       gram: ``Q = W^T W`` (d, d).
       column_sums: ``w_bar = W^T 1`` (d,).
       offset: ``w`` (d,).
-      steps: the number of updates so far (int32 scalar), which times the conditioning checks.
+      steps: the number of updates so far (int32 scalar).
     """
 
     u: jax.Array
@@ -149,10 +153,6 @@ def factored_step(
     labels: jax.typing.ArrayLike,
     loss_from_statistics: Callable[..., jax.Array],
     learning_rate: jax.typing.ArrayLike,
-    *,
-    check_every: int = 10,
-    singular_range: tuple[float, float] = (0.5, 2.0),
-    max_corrections: int = 8,
 ) -> tuple[jax.Array, jax.Array, FactoredOutput]:
     """One exact SGD step of ``W`` on the mean over the minibatch of a spherical-family loss.
 
@@ -163,15 +163,13 @@ def factored_step(
       loss_from_statistics: a loss on ``(o_c, s, q, num_classes)`` returning one value per
         example, e.g. ``softfam.z_loss_from_statistics`` (bind keywords with ``partial``).
       learning_rate: ``eta``.
-      check_every: steps between conditioning checks of ``U`` (module docstring).
-      singular_range: the range its singular values may take before being set back to 1.
-      max_corrections: at most this many are corrected in place; more unfactor ``W``.
 
     Returns:
       ``(loss, grad_hidden, new_state)``: the mean loss before the step, its gradient with
       respect to ``hidden`` (m, d), for backpropagation, and the state after
-      ``W <- W - eta dL/dW``. Cost O(m d^2 + m^2 d) except at a correction or unfactoring.
-      Under ``jax.jit``, donate ``state`` so that ``V`` is updated in place.
+      ``W <- W - eta dL/dW``. Cost O(m d^2 + m^2 d), whatever D. Under ``jax.jit``, donate
+      ``state`` so that ``V`` is updated in place; call ``condition_factored_output`` every
+      few steps.
 
     Example:
       >>> import functools, jax.numpy as jnp, softfam
@@ -227,60 +225,81 @@ def factored_step(
     column_sums = wbar_k + num_classes * a + y_sum
     # Q' = W'^T W' = K Q K + C + C^T + D a a^T + H^T Y^T Y H, with
     # C = K W^T 1 a^T + K W^T Y H + a (Y^T 1)^T H, W^T Y = target_rows^T diag(y)
-    # and K Q K = Q - M Q - Q M + H^T A (H Q H^T) A H.
-    wk_y = keep(target_rows.T * y[None, :])  # K W^T Y, (d, m)
+    # and K Q K = Q - M Q - Q M + H^T A (H Q H^T) A H. Every term in H on both sides is
+    # H^T X H + Z^T H + H^T Z = P + P^T with P = H^T (X H / 2 + Z) (X symmetric, m x m):
+    # X = A (H Q H^T) A + Y^T Y - B - B^T, B = A (H W^T Y) (from K W^T Y H), and
+    # Z = Y^T W - A H Q (from W^T Y H and M Q); so one (d, m) @ (m, d) product.
     same_target = (labels[:, None] == labels[None, :]).astype(dtype)
-    y_y = same_target * (y[:, None] * y[None, :])  # Y^T Y, (m, m)
-    cross = jnp.outer(wbar_k, a) + wk_y @ hidden + jnp.outer(a, y_sum)
-    m_gram = hidden.T @ (a_diag[:, None] * hidden_gram)  # M Q, with H Q = hidden_gram
-    inner = a_diag[:, None] * (hidden_gram @ hidden.T) * a_diag[None, :] + y_y  # AHQH^TA + Y^TY
-    gram = (state.gram - m_gram - m_gram.T + hidden.T @ inner @ hidden + cross + cross.T
-            + num_classes * jnp.outer(a, a))
-    new_state = FactoredOutput(u, u_inverse, v, gram, column_sums, offset, state.steps + 1)
-    return loss, grad_hidden, _condition(new_state, new_state.steps % check_every == 0,
-                                         singular_range, max_corrections)
+    b = a_diag[:, None] * (hidden @ target_rows.T) * y[None, :]
+    x = (a_diag[:, None] * (hidden_gram @ hidden.T) * a_diag[None, :]
+         + same_target * (y[:, None] * y[None, :]) - b - b.T)
+    p = hidden.T @ (x @ hidden / 2 + y[:, None] * target_rows - a_diag[:, None] * hidden_gram)
+    rank_one = jnp.outer(wbar_k, a) + jnp.outer(a, y_sum)
+    gram = state.gram + p + p.T + rank_one + rank_one.T + num_classes * jnp.outer(a, a)
+    return loss, grad_hidden, FactoredOutput(u, u_inverse, v, gram, column_sums, offset, state.steps + 1)
 
 
-def _condition(state: FactoredOutput, check: jax.Array, singular_range: tuple[float, float],
-               max_corrections: int) -> FactoredOutput:
-    """If ``check``: recomputes ``U^-1`` from an SVD of ``U`` and sets singular values outside
-    ``singular_range`` back to 1, in place or by unfactoring; ``W`` is unchanged.
+@jax.jit
+def _decompose(u: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``U = P S R^T`` and ``U^-1 = R S^-1 P^T``: ``(P, S, R^T, U^-1)``, O(d^3)."""
+    left, sigma, right_t = jnp.linalg.svd(u)
+    return left, sigma, right_t, (right_t.T / sigma[None, :]) @ left.T
 
-    Only the d x d work sits under the first ``cond``; ``V`` passes through the second one
-    untouched unless a value drifted, so that XLA updates it in place without a copy."""
-    d = state.u.shape[0]
-    eye = jnp.eye(d, dtype=state.u.dtype)
 
-    def decompose(u):
-        left, sigma, right_t = jnp.linalg.svd(u)
-        return left, sigma, right_t, (right_t.T / sigma[None, :]) @ left.T
+@jax.jit
+def _correct(state: FactoredOutput, left, sigma, right_t, drifted) -> FactoredOutput:
+    """Sets the singular values of ``U`` at the indices ``drifted`` (k,) back to 1: with
+    ``B = I + P_k (S_k - 1) P_k^T``,
+    ``U' = B^-1 U = U + P_k (1 - S_k) R_k^T`` has singular values 1 at k, ``V' = V B`` keeps
+    ``V' U' = V U`` (O(D d k)), and ``U'^-1 = U^-1 B``."""
+    p, r = left[:, drifted], right_t[drifted].T  # (d, k)
+    stretch = sigma[drifted] - 1  # S_k - 1
+    return state._replace(
+        u=state.u - (p * stretch[None, :]) @ r.T,
+        u_inverse=state.u_inverse + (state.u_inverse @ p) * stretch[None, :] @ p.T,
+        v=state.v + (state.v @ p) * stretch[None, :] @ p.T,
+    )
 
-    left, sigma, right_t, u_inverse = jax.lax.cond(
-        check, decompose, lambda u: (eye, jnp.ones(d, u.dtype), eye, state.u_inverse), state.u)
+
+@jax.jit
+def _unfactor(state: FactoredOutput) -> FactoredOutput:
+    """``V <- W - 1 w^T``, ``U <- I``, and ``Q``, ``w_bar`` recomputed from ``W``: O(D d^2)."""
+    w = dense_output_weights(state)
+    eye = jnp.eye(state.u.shape[0], dtype=state.u.dtype)
+    return state._replace(u=eye, u_inverse=eye, v=w - state.offset[None, :], gram=w.T @ w,
+                          column_sums=jnp.sum(w, 0))
+
+
+def condition_factored_output(
+    state: FactoredOutput,
+    *,
+    singular_range: tuple[float, float] = (0.5, 2.0),
+    max_corrections: int = 8,
+) -> FactoredOutput:
+    """The same weights ``W`` with ``U`` well conditioned and ``U^-1`` recomputed exactly.
+
+    Call it between jitted ``factored_step`` calls, every few steps (each step moves the
+    singular values of ``U`` by a factor ``I - M``; 10 is a safe default), not under ``jit``:
+    whether ``V`` must change is decided here, on the host, from the SVD of ``U`` (O(d^3)).
+    Only if some singular values have left ``singular_range`` is ``V`` touched: up to
+    ``max_corrections`` of them are set back to 1 in O(D d k), more unfactor ``W`` in O(D d^2).
+
+    Example:
+      >>> import jax.numpy as jnp, softfam
+      >>> state = softfam.factored_output(jnp.array([[1.0, 2.0], [3.0, 4.0]]))
+      >>> state = state._replace(u=jnp.diag(jnp.array([0.25, 1.0])), u_inverse=jnp.eye(2))
+      >>> softfam.condition_factored_output(state).u.tolist()  # 0.25 is out of (0.5, 2)
+      [[1.0, 0.0], [0.0, 1.0]]
+    """
+    if isinstance(state.u, jax.core.Tracer):
+        raise TypeError("condition_factored_output decides on the host whether V must change: "
+                        "call it outside jax.jit, between jitted factored_step calls")
+    left, sigma, right_t, u_inverse = _decompose(state.u)
+    state = state._replace(u_inverse=u_inverse)
     low, high = singular_range
-    drifted = (sigma < low) | (sigma > high)
-    count = jnp.sum(drifted)
-
-    def correct(state):
-        # U = P S R^T. With B = I + P_k (S_k - 1) P_k^T: U' = B^-1 U = U + P_k (1 - S_k) R_k^T
-        # has singular values 1 at k, V' = V B keeps V' U' = V U (O(D d k)), U'^-1 = U^-1 B.
-        k = min(max_corrections, d)
-        chosen = jnp.argsort(~drifted)[:k]  # the drifted ones first
-        p = left[:, chosen]  # (d, k)
-        r = right_t[chosen].T
-        stretch = jnp.where(drifted[chosen], sigma[chosen] - 1, 0)  # S_k - 1, 0 if not drifted
-        return state._replace(
-            u=state.u - (p * stretch[None, :]) @ r.T,
-            u_inverse=state.u_inverse + (state.u_inverse @ p) * stretch[None, :] @ p.T,
-            v=state.v + (state.v @ p) * stretch[None, :] @ p.T,
-        )
-
-    def unfactor(state):
-        w = dense_output_weights(state)
-        return state._replace(u=eye, u_inverse=eye, v=w - state.offset[None, :], gram=w.T @ w,
-                              column_sums=jnp.sum(w, 0))
-
-    def fix(state):
-        return jax.lax.cond(count <= max_corrections, correct, unfactor, state)
-
-    return jax.lax.cond(count > 0, fix, lambda s: s, state._replace(u_inverse=u_inverse))
+    drifted = np.asarray((sigma < low) | (sigma > high))
+    if not drifted.any():
+        return state
+    if drifted.sum() > max_corrections:
+        return _unfactor(state)
+    return _correct(state, left, sigma, right_t, np.flatnonzero(drifted))
