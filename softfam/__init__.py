@@ -13,6 +13,13 @@ from softfam._factored import (
     factored_statistics,
     factored_step,
 )
+from softfam._linear import (
+    linear_softmax_cross_entropy_with_integer_labels,
+    linear_spherical_softmax_cross_entropy_with_integer_labels,
+    linear_squared_error_with_integer_labels,
+    linear_taylor_softmax_cross_entropy_with_integer_labels,
+    linear_z_loss_with_integer_labels,
+)
 from softfam._losses import (
     soft_margin_softmax_cross_entropy_with_integer_labels,
     soft_margin_taylor_softmax_cross_entropy_with_integer_labels,
@@ -54,6 +61,11 @@ __all__ = [
     "factored_output",
     "factored_statistics",
     "factored_step",
+    "linear_softmax_cross_entropy_with_integer_labels",
+    "linear_spherical_softmax_cross_entropy_with_integer_labels",
+    "linear_squared_error_with_integer_labels",
+    "linear_taylor_softmax_cross_entropy_with_integer_labels",
+    "linear_z_loss_with_integer_labels",
     "log_softmax",
     "log_spherical_softmax",
     "log_taylor_softmax",
