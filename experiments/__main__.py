@@ -6,6 +6,7 @@
   tables <experiment>           regenerate the table and plots from the run directories
   benchmark normalizers         time the normalizers and losses against their baselines
   benchmark factored            time the factored output layer against the dense layer
+  benchmark linear              time and memory of the linear losses against the dense path
 
 Any config field can be overridden on ``show`` and ``run``, lists separated by commas:
   python -m experiments run digits-mlp --config.losses=log-softmax,log-taylor-2 \\
@@ -20,7 +21,11 @@ import os
 import sys
 from pathlib import Path
 
-from experiments import benchmark_factored, benchmark_normalizers, configs
+from experiments import benchmark_factored, benchmark_linear, benchmark_normalizers, configs
+
+
+BENCHMARKS = {"normalizers": benchmark_normalizers, "factored": benchmark_factored,
+              "linear": benchmark_linear}
 
 
 def _output(args) -> Path:
@@ -72,7 +77,7 @@ def main(argv=None) -> int:
     run.add_argument("--process-id", type=int)
     bench = commands.add_parser("benchmark", help="time softfam against its baselines")
     bench_targets = bench.add_subparsers(dest="target", required=True)
-    for name, module in (("normalizers", benchmark_normalizers), ("factored", benchmark_factored)):
+    for name, module in BENCHMARKS.items():
         module.add_arguments(bench_targets.add_parser(name, help=module.__doc__.splitlines()[0]))
     argv = sys.argv[1:] if argv is None else list(argv)
     args, unknown = parser.parse_known_args(argv)
@@ -86,7 +91,7 @@ def main(argv=None) -> int:
             print(f"{name}\n    {get_config.__doc__.strip()}\n")
         return 0
     if args.command == "benchmark":
-        {"normalizers": benchmark_normalizers, "factored": benchmark_factored}[args.target].run(args)
+        BENCHMARKS[args.target].run(args)
         return 0
     if args.command == "tables":
         from experiments import study, tables
