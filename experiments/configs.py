@@ -23,7 +23,7 @@ from experiments import losses, models
 # The losses of the many-class comparisons: log-softmax and the spherical family.
 MANY_CLASS_LOSSES = ("log-softmax", "log-taylor-2", "log-spherical", "z-loss", "squared-error")
 OPTIMIZERS = ("adam", "sgd")
-OUTPUT_LAYERS = ("dense", "factored")
+OUTPUT_LAYERS = ("dense", "factored", "linear")
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,8 @@ class Config:
     train_subset: Optional[int] = None  # train on the first N training examples only
     # "factored": softfam's factored layer trains the output layer of every loss of the
     # spherical family by exact SGD (experiments.factored); the others stay dense.
+    # "linear": every loss that has one trains through softfam's linear loss, without the
+    # logits, with the config's optimizer (experiments.train.LinearTrainer).
     output_layer: str = "dense"
     description: str = ""
 

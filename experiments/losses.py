@@ -35,6 +35,9 @@ class Loss:
     # The same loss on the statistics (o_c, s, q, D), for the factored output layer; None
     # outside the spherical family.
     on_statistics: Optional[Callable[..., jax.Array]] = None
+    # The same loss on (hidden, weights, labels, bias) without the logits (softfam's linear
+    # losses), for output_layer="linear"; None for the soft-margin losses and the bound.
+    linear: Optional[Callable[..., jax.Array]] = None
     # The loss is unchanged by shifting and scaling the logits, so the scale of its
     # evaluation probabilities is arbitrary: they are judged after temperature scaling only.
     scale_free: bool = False
@@ -49,15 +52,18 @@ def _with(fn: Callable, **fixed) -> Callable:
 
 
 LOSSES: dict[str, Loss] = {
-    "log-softmax": Loss(softfam.softmax_cross_entropy_with_integer_labels, softfam.log_softmax),
+    "log-softmax": Loss(softfam.softmax_cross_entropy_with_integer_labels, softfam.log_softmax,
+                        linear=softfam.linear_softmax_cross_entropy_with_integer_labels),
     "log-taylor-2": Loss(
         _with(softfam.taylor_softmax_cross_entropy_with_integer_labels, order=2),
         _with(softfam.log_taylor_softmax, order=2),
         on_statistics=softfam.taylor_softmax_cross_entropy_from_statistics,
+        linear=_with(softfam.linear_taylor_softmax_cross_entropy_with_integer_labels, order=2),
     ),
     "log-taylor-4": Loss(
         _with(softfam.taylor_softmax_cross_entropy_with_integer_labels, order=4),
         _with(softfam.log_taylor_softmax, order=4),
+        linear=_with(softfam.linear_taylor_softmax_cross_entropy_with_integer_labels, order=4),
     ),
     "log-spherical": Loss(
         softfam.spherical_softmax_cross_entropy_with_integer_labels,
@@ -65,11 +71,14 @@ LOSSES: dict[str, Loss] = {
         ("epsilon",),
         ("epsilon",),
         on_statistics=softfam.spherical_softmax_cross_entropy_from_statistics,
+        linear=softfam.linear_spherical_softmax_cross_entropy_with_integer_labels,
     ),
     "squared-error": Loss(softfam.squared_error_with_integer_labels, None,
-                          on_statistics=softfam.squared_error_from_statistics),
+                          on_statistics=softfam.squared_error_from_statistics,
+                          linear=softfam.linear_squared_error_with_integer_labels),
     "z-loss": Loss(softfam.z_loss_with_integer_labels, softfam.log_softmax,
-                   ("a", "b"), on_statistics=softfam.z_loss_from_statistics, scale_free=True),
+                   ("a", "b"), on_statistics=softfam.z_loss_from_statistics,
+                   linear=softfam.linear_z_loss_with_integer_labels, scale_free=True),
     "soft-margin-softmax": Loss(
         softfam.soft_margin_softmax_cross_entropy_with_integer_labels,
         softfam.log_softmax,

@@ -247,13 +247,32 @@ class Trainer:
         return float(np.exp(result.x))
 
 
+class LinearTrainer(Trainer):
+    """A ``Trainer`` whose loss is softfam's linear loss of the model's features and output
+    layer: the same loss and gradients as the dense path, without the (batch, D) logits."""
+
+    def update(self, params, opt_state, x, y, hyper):
+        def mean_loss(params):
+            hidden = self.model.features(params, x)
+            output = params["output"]
+            return jnp.mean(self.loss.linear(hidden, output["w"], y, output["b"], **hyper))
+
+        loss, grads = jax.value_and_grad(mean_loss)(params)
+        updates, opt_state = self.optimizer(learning_rate=0.0).update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+
 def trainer(config: Config, loss: str, data: Dataset) -> Trainer:
-    """The trainer of ``loss``: the factored layer's for the spherical family when the config
-    asks for it (see ``experiments.factored``), the dense one otherwise."""
-    if config.output_layer == "factored" and losses.get(loss).on_statistics is not None:
+    """The trainer of ``loss``: the factored layer's for the spherical family, or the linear
+    loss's, when the config asks for it and the loss has one (``experiments.factored``,
+    ``LinearTrainer``); the dense one otherwise."""
+    entry = losses.get(loss)
+    if config.output_layer == "factored" and entry.on_statistics is not None:
         from experiments.factored import FactoredTrainer
 
         return FactoredTrainer(config, loss, data)
+    if config.output_layer == "linear" and entry.linear is not None:
+        return LinearTrainer(config, loss, data)
     return Trainer(config, loss, data)
 
 

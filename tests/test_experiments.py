@@ -410,6 +410,25 @@ def test_factored_output_layer_trains_the_dense_sgd_model(tmp_path, digits, loss
     assert runs["dense"][-1]["test"]["error"] < 0.5  # it learned (chance: 0.9)
 
 
+@pytest.mark.parametrize("loss", ["log-softmax", "log-spherical", "z-loss"])
+def test_linear_output_layer_trains_the_dense_adam_model(tmp_path, digits, loss):
+    """The linear loss has the dense loss's gradients, so Adam through it trains the same model
+    (float32 rounding apart); soft-margin losses, which have no linear form, stay dense."""
+    hyper = {"epsilon": 0.1} if loss == "log-spherical" else {"a": 1.0, "b": 2.0} if loss == "z-loss" else {}
+    runs = {}
+    for layer in ("dense", "linear"):
+        config = tiny_config(output_layer=layer, losses=(loss,))
+        runs[layer] = run_tiny(tmp_path / layer, digits, config, loss=loss, hyper=hyper,
+                               learning_rates=(3e-3,))
+    assert isinstance(train.trainer(config, loss, digits), train.LinearTrainer)
+    assert type(train.trainer(config, "soft-margin-softmax", digits)) is train.Trainer
+    for dense, linear in zip(runs["dense"], runs["linear"]):
+        a, b = (r["test"] if r["split"] == "end" else r for r in (dense, linear))
+        assert b["error"] == pytest.approx(a["error"], abs=2e-3)  # at most one example flips
+        assert b["top10_accuracy"] == pytest.approx(a["top10_accuracy"], abs=2e-3)
+    assert runs["dense"][-1]["test"]["error"] < 0.5  # it learned (chance: 0.9)
+
+
 @pytest.mark.parametrize("loss, optimizer, message", [
     ("log-softmax", "sgd", "'log-softmax'.*log-taylor-2"),
     ("log-taylor-2", "adam", "optimizer='sgd'"),
