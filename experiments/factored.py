@@ -15,6 +15,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 import softfam
@@ -55,6 +56,12 @@ class FactoredTrainer(Trainer):
             state = {**state, "params": {**state["params"], "output": output}}
             losses_.append(chunk_losses)
         return state, jnp.mean(jnp.concatenate(losses_))
+
+    def epoch_temporary_bytes(self, state, hyper):
+        """The temporary memory of one compiled chunk of CHECK_EVERY steps."""
+        chunk = self.epoch_order(state, np.int32(0))[:CHECK_EVERY]
+        compiled = self.train_steps.lower(state, chunk, hyper).compile()
+        return int(compiled.memory_analysis().temp_size_in_bytes)
 
     def initial_params(self, key):
         params = super().initial_params(key)

@@ -61,7 +61,8 @@ def final_runs(output: Path) -> dict[str, dict]:
         history = train.read_records(run_dir)
         ends = [r for r in history if r["split"] == "end"]
         if len(ends) == len(run["seeds"]) * len(run["learning_rates"]):
-            runs[loss] = {"run": run, "history": history, "ends": ends,
+            env = json.loads((run_dir / "env.json").read_text()) if (run_dir / "env.json").exists() else {}
+            runs[loss] = {"run": run, "history": history, "ends": ends, "env": env,
                           "test": [{"seed": e["seed"], **e["test"]} for e in ends if not e["diverged"]],
                           "scaled": [{"seed": e["seed"], "temperature": e["temperature"], **e["test_scaled"]}
                                      for e in ends if "test_scaled" in e],
@@ -224,7 +225,7 @@ def render(experiment: dict, runs: dict) -> str:
     if language_model:
         header = ("| loss | learning rate | hyperparameter | test perplexity | T-scaled perplexity "
                   "| top-1 accuracy (%) | top-10 accuracy (%) | epochs | train tokens/s per model "
-                  "| train s/epoch per model |")
+                  "| train s/epoch per model | train temp. memory (MiB) |")
     else:
         header = ("| loss | learning rate | hyperparameter | test error (%) | test NLL | test ECE (%) "
                   "| test Brier | T-scaled NLL | T-scaled ECE (%) | temperature | epochs "
@@ -255,7 +256,9 @@ def render(experiment: dict, runs: dict) -> str:
                        f"| {_column(scaled, 'temperature', digits=2)}")
         speed = f"{throughput(run['history']):,.0f}"
         if language_model:
-            speed += f" | {seconds_per_epoch(run['history']):.1f}"
+            memory = run["env"].get("train_epoch_temporary_bytes")
+            speed += (f" | {seconds_per_epoch(run['history']):.1f} | "
+                      + ("-" if memory is None else f"{memory / 2**20:,.1f}"))
         layer = " (factored)" if _is_factored(config, loss) else ""
         lines.append(f"| {loss}{layer} | {shown['learning_rate']} | {hyper} | {metrics} "
                      f"| {epochs_text(run['ends'], config['max_epochs'])} | {speed} |")
@@ -264,7 +267,7 @@ def render(experiment: dict, runs: dict) -> str:
         metrics = (f"{np.exp(b['nll']):.1f} | - | {100 * (1 - b['error']):.2f} | {100 * b['top10_accuracy']:.2f}"
                    if language_model else
                    f"{100 * b['error']:.2f} | {b['nll']:.3f} | - | {b['brier']:.3f} | - | - | -")
-        lines.append(f"| *{names[name]}* | - | - | {metrics} | - | - |" + (" - |" if language_model else ""))
+        lines.append(f"| *{names[name]}* | - | - | {metrics} | - | - |" + (" - | - |" if language_model else ""))
     if "bayes_error" in experiment:
         lines.append(f"| *Bayes error* | - | - | {100 * experiment['bayes_error']:.2f} | - | - | - | - "
                      "| - | - | - | - |")
@@ -286,7 +289,10 @@ def render(experiment: dict, runs: dict) -> str:
         "not have converged.",
         f"Training throughput: {'tokens' if language_model else 'examples'} per second per model "
         "on this run's machine (env.json), the median over epochs after each model's first; the "
-        "models of a run train one after another.",
+        "models of a run train one after another."
+        + (" Train temp. memory: the temporary memory of the compiled training epoch (XLA's "
+           "memory analysis, in env.json), the logits' among it unless the output layer "
+           "avoids them." if language_model else ""),
         "",
     ]
     if language_model:

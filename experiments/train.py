@@ -238,6 +238,11 @@ class Trainer:
                         "correct": metrics.pack_correct(np.asarray(predicted)[:n], split.labels)}
         return summary
 
+    def epoch_temporary_bytes(self, state: dict, hyper: dict) -> int:
+        """The temporary memory of the compiled training epoch (XLA's memory analysis)."""
+        compiled = self.train_epoch.lower(state, np.int32(0), hyper).compile()
+        return int(compiled.memory_analysis().temp_size_in_bytes)
+
     def fit_temperature(self, params: dict, hyper: dict, split: Split) -> float:
         """The temperature ``T`` in [0.05, 20] minimising the NLL of the logits divided by
         ``T`` on ``split`` (Guo et al. 2017), by bounded scalar minimisation over log T."""
@@ -407,7 +412,12 @@ def run(config: Config, run: Run, run_dir: Path, data: Dataset, trainer: Trainer
             )
     else:
         write_json_atomically(config_path, saved_config)
-    write_json_atomically(run_dir / "env.json", environment())
+    env = environment()
+    if run.test:  # the memory a final model trains in, for the tables
+        state = trainer.init(np.int32(run.seeds[0]), np.float32(run.learning_rates[0]))
+        hyper = {k: jnp.float32(v) for k, v in run.hyper.items()}
+        env["train_epoch_temporary_bytes"] = trainer.epoch_temporary_bytes(state, hyper)
+    write_json_atomically(run_dir / "env.json", env)
     records = read_records(run_dir)
     history = []
     with tqdm(desc=progress, total=len(run.grid) * config.max_epochs, leave=False) as bar:

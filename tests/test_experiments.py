@@ -19,7 +19,7 @@ import pytest
 
 from experiments import comparison, configs, losses, metrics, models, tables, train
 from experiments import __main__ as cli
-from experiments.data import load
+from experiments.data import load, text
 from experiments.factored import FactoredTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -427,6 +427,22 @@ def test_linear_output_layer_trains_the_dense_adam_model(tmp_path, digits, loss)
         assert b["error"] == pytest.approx(a["error"], abs=2e-3)  # at most one example flips
         assert b["top10_accuracy"] == pytest.approx(a["top10_accuracy"], abs=2e-3)
     assert runs["dense"][-1]["test"]["error"] < 0.5  # it learned (chance: 0.9)
+
+
+@pytest.mark.skipif(not text.WORDNET_DIR.exists(), reason="needs apt-get install wordnet-base")
+def test_the_linear_output_layer_trains_in_less_memory_than_the_logits():
+    """On a 1,002-word language model with batches of 256, the dense log-spherical epoch holds
+    the (256, 1002) logits and their gradient; the linear loss holds no array of that size."""
+    lm = load("wordnet-1000")
+    config = dataclasses.replace(configs.get("tiny-lm")[0], dataset="wordnet-1000",
+                                 batch_size=256, train_subset=1024)
+    temporary = {}
+    for layer, kind in (("dense", train.Trainer), ("linear", train.LinearTrainer)):
+        trainer = kind(dataclasses.replace(config, output_layer=layer), "log-spherical", lm)
+        state = trainer.init(np.int32(0), np.float32(1e-3))
+        temporary[layer] = trainer.epoch_temporary_bytes(state, {"epsilon": jnp.float32(0.1)})
+    logits_bytes = 256 * 1002 * 4
+    assert temporary["dense"] >= 2 * logits_bytes > temporary["linear"]
 
 
 @pytest.mark.parametrize("loss, optimizer, message", [
