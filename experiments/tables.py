@@ -296,7 +296,7 @@ def render(experiment: dict, runs: dict) -> str:
         "",
     ]
     if language_model:
-        lines += validation_perplexity_by_epoch(runs)
+        lines += validation_perplexity_by_epoch(runs) + perplexity_by_frequency(runs, experiment)
     lines += [
         "## Does the paper's claim hold here?",
         "",
@@ -369,6 +369,38 @@ def validation_perplexity_by_epoch(runs: dict) -> list[str]:
     for loss, nll in with_distribution.items():
         cells = [f"{np.mean(np.exp(nll[e])):.1f}" if e in nll else "-" for e in epochs]
         lines.append(f"| {loss} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def perplexity_by_frequency(runs: dict, experiment: dict) -> list[str]:
+    """Lines of a table of test perplexity per frequency bucket of the next word
+    (``metrics.class_buckets``), mean +- std over seeds, beside the baselines'; a scale-free
+    loss (the Z-loss) after temperature scaling. Empty for runs that did not record buckets."""
+    measured = {}
+    for loss, run in runs.items():
+        scale_free = losses.get(loss).scale_free
+        records = run["scaled"] if scale_free else run["test"]
+        if records and records[0].get("bucket_nll"):
+            measured[loss + (" (T-scaled)" if scale_free else "")] = records
+    if not measured:
+        return []
+    counts = np.asarray(next(iter(measured.values()))[0]["bucket_count"])
+    edges = (0, *metrics.BUCKET_EDGES)
+    names = [f"ranks {low + 1:,}-{high:,}" for low, high in zip(edges, edges[1:])] + [f"ranks > {edges[-1]:,}"]
+    shown = [b for b in range(metrics.NUM_BUCKETS) if counts[b]]
+    lines = ["## Test perplexity by frequency of the next word", "",
+             "The test tokens grouped by their word's rank in the training frequencies; "
+             "exp(mean NLL per token) within the group, mean +- std over seeds.", "",
+             "| loss | " + " | ".join(f"{names[b]} ({100 * counts[b] / counts.sum():.1f} % of tokens)"
+                                      for b in shown) + " |",
+             "|---" * (len(shown) + 1) + "|"]
+    for loss, records in measured.items():
+        cells = [mean_std([np.exp(r["bucket_nll"][b]) for r in records], digits=1) for b in shown]
+        lines.append(f"| {loss} | " + " | ".join(cells) + " |")
+    for name, baseline in experiment.get("baselines", {}).items():
+        if baseline.get("bucket_nll"):
+            lines.append(f"| *{'unigram' if name == 'prior' else 'uniform guess'}* | "
+                         + " | ".join(f"{np.exp(baseline['bucket_nll'][b]):.1f}" for b in shown) + " |")
     return lines + [""]
 
 

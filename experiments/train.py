@@ -129,6 +129,7 @@ class Trainer:
             )
         self.input_shape = train.images.shape[1:]
         self.num_classes = data.num_classes
+        self.class_buckets = jnp.asarray(metrics.class_buckets(train.labels, data.num_classes))
         self.init = jax.jit(self._init, out_shardings=self.replicated)
         self.train_epoch = jax.jit(self._train_epoch, donate_argnums=0,
                                    out_shardings=self.replicated)
@@ -202,7 +203,7 @@ class Trainer:
         def chunk_totals(chunk):
             x, y, w = (self._shard_batch(a, 0) for a in chunk)
             logits = self.model.apply(params, x)
-            return (metrics.totals(logits, y, w, log_probabilities),
+            return (metrics.totals(logits, y, w, log_probabilities, self.class_buckets[y]),
                     metrics.predictions(logits, log_probabilities))
 
         totals, predictions = jax.lax.map(chunk_totals, (images, labels, weights))

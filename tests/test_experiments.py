@@ -64,13 +64,32 @@ def test_metrics_match_a_float64_reference_and_ignore_padding():
     labels = rng.integers(0, 13, 300).astype(np.int32)
     weights = (np.arange(300) < 260).astype(np.float32)  # the last 40 are padding
     log_probs = jnp.asarray(logits) - jnp.log(jnp.sum(jnp.exp(jnp.asarray(logits)), 1, keepdims=True))
+    buckets = rng.integers(0, metrics.NUM_BUCKETS - 1, 300)  # the last bucket stays empty
     total = metrics.totals(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(weights),
-                           lambda x: x - jnp.log(jnp.sum(jnp.exp(x), 1, keepdims=True)))
+                           lambda x: x - jnp.log(jnp.sum(jnp.exp(x), 1, keepdims=True)),
+                           jnp.asarray(buckets))
     summary = metrics.summarize(total, has_probabilities=True)
     expected = metrics_reference(log_probs, labels, weights)
     for key in expected:
         np.testing.assert_allclose(summary[key], expected[key], rtol=1e-5, atol=1e-6, err_msg=key)
     assert sum(summary["bins"]["count"]) == 260
+    nll = -np.asarray(log_probs, np.float64)[np.arange(300), labels]
+    real = weights > 0
+    for b in range(metrics.NUM_BUCKETS - 1):
+        in_bucket = real & (buckets == b)
+        assert summary["bucket_count"][b] == in_bucket.sum()
+        assert summary["bucket_nll"][b] == pytest.approx(nll[in_bucket].mean(), rel=1e-5)
+    assert summary["bucket_count"][-1] == 0 and summary["bucket_nll"][-1] is None
+
+
+def test_classes_are_bucketed_by_their_training_frequency_rank():
+    # class 3 is the most frequent, then 1; ties (0 and 2 once each, the rest never) by index
+    train_labels = np.array([3, 3, 3, 1, 1, 0, 2])
+    buckets = metrics.class_buckets(train_labels, 12_000)
+    ranks = {3: 0, 1: 1, 0: 2, 2: 3, 4: 4}  # then 5, 6, ... in order
+    assert all(buckets[c] == 0 for c in ranks) and buckets[9] == 0 and buckets[10] == 1
+    assert buckets[99] == 1 and buckets[100] == 2 and buckets[999] == 2 and buckets[1000] == 3
+    assert buckets[9_999] == 3 and buckets[10_000] == 4 and buckets[11_999] == 4
 
 
 def test_ngram_model_matches_a_numpy_forward_pass():
@@ -87,16 +106,16 @@ def test_ngram_model_matches_a_numpy_forward_pass():
 
 def test_squared_error_is_judged_on_error_only():
     logits = jnp.array([[0.9, 0.1], [0.2, 0.7], [0.6, 0.5]])
-    total = metrics.totals(logits, jnp.array([0, 0, 1]), jnp.ones(3), None)
+    total = metrics.totals(logits, jnp.array([0, 0, 1]), jnp.ones(3), None, jnp.array([0, 0, 1]))
     summary = metrics.summarize(total, has_probabilities=False)
-    assert summary == {"error": pytest.approx(2 / 3), "top10_accuracy": 1.0,
-                       "nll": None, "ece": None, "brier": None}
+    assert summary == {"error": pytest.approx(2 / 3), "top10_accuracy": 1.0, "bucket_count": [2, 1, 0, 0, 0],
+                       "nll": None, "ece": None, "brier": None, "bucket_nll": None}
 
 
 @pytest.mark.parametrize("log_probabilities", [None, jax.nn.log_softmax])
 def test_a_diverged_model_scores_no_correct_prediction(log_probabilities):
     logits = jnp.array([[jnp.nan, jnp.nan, jnp.nan], [jnp.nan, 0.0, 1.0], [0.1, 0.2, 0.9]])
-    total = metrics.totals(logits, jnp.array([0, 2, 2]), jnp.ones(3), log_probabilities)
+    total = metrics.totals(logits, jnp.array([0, 2, 2]), jnp.ones(3), log_probabilities, jnp.zeros(3, int))
     summary = metrics.summarize(total, has_probabilities=log_probabilities is not None)
     assert summary["error"] == pytest.approx(2 / 3) and summary["top10_accuracy"] == pytest.approx(1 / 3)
 
@@ -514,11 +533,24 @@ def test_baselines_match_hand_computed_values():
     train_labels, test_labels = np.array([0, 0, 0, 1]), np.array([0, 1, 2, 2])
     b = metrics.baselines(train_labels, test_labels, 3)
     prior = np.array([4, 2, 1]) / 7  # (n_k + 1) / (N + D)
+    uniform_buckets, prior_buckets = b["uniform"].pop("bucket_nll"), b["prior"].pop("bucket_nll")
     assert b["uniform"] == pytest.approx({"error": 2 / 3, "top10_accuracy": 1.0, "nll": np.log(3),
                                           "brier": 2 / 3})
     brier = np.mean([np.sum((prior - np.eye(3)[y]) ** 2) for y in test_labels])
     assert b["prior"] == pytest.approx({"error": 3 / 4, "top10_accuracy": 1.0,
                                         "nll": -np.mean(np.log(prior[test_labels])), "brier": brier})
+    # Three classes are all among the 10 most frequent: one bucket holds every test label.
+    assert uniform_buckets[0] == pytest.approx(np.log(3)) and uniform_buckets[1:] == [None] * 4
+    assert prior_buckets[0] == pytest.approx(b["prior"]["nll"]) and prior_buckets[1:] == [None] * 4
+
+
+def test_the_unigram_baseline_reads_each_frequency_bucket_apart():
+    train_labels = np.repeat(np.arange(15), np.arange(15, 0, -1))  # class k seen 15 - k times
+    prior = (np.arange(15, 0, -1) + 1) / (train_labels.size + 15)
+    b = metrics.baselines(train_labels, np.array([0, 12, 14]), 15)
+    assert b["prior"]["bucket_nll"][:2] == pytest.approx(
+        [-np.log(prior[0]), -np.mean(np.log(prior[[12, 14]]))])
+    assert b["prior"]["bucket_nll"][2:] == [None] * 3
 
 
 def test_the_fitted_temperature_minimises_the_validation_nll(digits):

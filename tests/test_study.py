@@ -153,6 +153,13 @@ def test_tiny_language_model_study_end_to_end(tmp_path, capsys):
             by_epoch = [f"{np.mean([math.exp(r['nll']) for r in valid if r['epoch'] == e]):.1f}"
                         for e in (1, 2)]
             assert f"| {loss} | {' | '.join(by_epoch)} |" in table.split("## Validation perplexity")[1]
+            ends = [r for r in records if r["split"] == "end"]
+            frequent = [math.exp(r["test"]["bucket_nll"][0]) for r in ends]  # the 10 most frequent words
+            by_frequency = table.split("## Test perplexity by frequency of the next word")[1].split("##")[0]
+            row = next(line for line in by_frequency.splitlines() if line.startswith(f"| {loss} |"))
+            assert row.split("|")[2].strip() == f"{np.mean(frequent):.1f} +- {np.std(frequent, ddof=1):.1f}"
+            assert sum(ends[0]["test"]["bucket_count"]) == ends[0]["test"]["examples"]
+        assert "| *unigram* |" in by_frequency
         squared = next(line for line in table.splitlines() if line.startswith("| squared-error |"))
         assert squared.split("|")[4].strip() == "-"  # no perplexity without a distribution
         assert "Penn Treebank" in table and "tokens/s" in table
