@@ -10,8 +10,8 @@ per-seed difference ``d_s = metric(A, s) - metric(B, s)``:
   two-sided paired t-test at level 0.05 rejects with probability 0.8 (noncentral t with
   ``n - 1`` degrees of freedom and noncentrality ``delta sqrt(n) / sd``), from the measured sd;
 - the verdict: "A lower" or "B lower" when the t interval excludes 0 and the sign-flip p-value
-  is below 0.05, else "not resolved". With 5 seeds the sign-flip p-value is at least 0.0625,
-  so 5 seeds never resolve a difference.
+  is below 0.05 or, for n <= 5 seeds, which cannot reach 0.05, as small as they allow
+  (``2 / 2^n``, 0.0625 at n = 5: every seed agrees in sign); else "not resolved".
 
 Over test examples, for one seed's pair of models: the exact McNemar test on the examples
 that exactly one of the two classifies correctly (``mcnemar``).
@@ -80,7 +80,8 @@ def paired(differences) -> Paired:
     mean, sd = d.mean(), d.std(ddof=1)
     half = stats.t.ppf(1 - LEVEL / 2, n - 1) * sd / np.sqrt(n)
     p = sign_flip_p_value(d)
-    resolved = bool((mean - half > 0 or mean + half < 0) and p < LEVEL)
+    smallest_p = 2.0 / 2 ** n  # every difference of one sign
+    resolved = bool((mean - half > 0 or mean + half < 0) and (p < LEVEL or p <= smallest_p))
     return Paired(n, float(mean), float(mean - half), float(mean + half), p,
                   smallest_detectable_difference(sd, n), resolved)
 

@@ -23,9 +23,13 @@ def test_sign_flip_p_value_matches_enumeration(n):
     assert statistics.sign_flip_p_value(d) == pytest.approx(brute_force_sign_flip(d), abs=1e-12)
 
 
-def test_five_seeds_can_never_reach_p_below_0_0625():
+def test_five_seeds_resolve_only_when_every_seed_agrees():
+    """5 seeds cannot reach p < 0.05 (at best 2 / 32); the verdict then asks for that best."""
     assert statistics.sign_flip_p_value([0.1, 0.2, 0.3, 0.4, 0.5]) == 2 / 32
-    assert not statistics.paired([-0.1, -0.2, -0.3, -0.4, -0.5]).resolved
+    assert statistics.paired([-0.1, -0.2, -0.3, -0.4, -0.5]).resolved
+    assert not statistics.paired([-0.1, -0.2, -0.3, -0.4, 0.01]).resolved  # p = 4 / 32
+    assert not statistics.paired([-0.1, 0.2, -0.3, 0.4, -0.5]).resolved
+    assert not statistics.paired([-0.1, -0.2, -0.3, -0.4, -0.5, 0.01]).resolved  # 6 seeds: p = 4 / 64
 
 
 def test_t_interval_matches_scipy():
