@@ -183,11 +183,11 @@ def test_paired_difference_gives_a_verdict_only_when_both_tests_agree():
     text = tables.paired_difference(runs, "log-taylor-2", "log-softmax")
     assert "over 8 paired seeds" in text and "exact sign-flip p = 0.008" in text  # 2 / 2^8
     assert text.endswith("**log-taylor-2 lower**.")
-    # 5 seeds, all differences negative: the t interval excludes 0, the sign-flip p is 0.0625
-    runs = {"log-taylor-2": run([0.10, 0.11, 0.12, 0.13, 0.12]),
+    # 5 seeds, one difference positive: the t interval excludes 0, the sign-flip p is 4 / 32
+    runs = {"log-taylor-2": run([0.10, 0.11, 0.12, 0.13, 0.1352]),
             "log-softmax": run([0.11, 0.12, 0.14, 0.14, 0.135])}
     text = tables.paired_difference(runs, "log-taylor-2", "log-softmax")
-    assert "p = 0.062" in text and "**not resolved (smallest detectable difference" in text
+    assert "p = 0.125" in text and "**not resolved (smallest detectable difference" in text
 
 
 def test_per_example_difference_counts_what_each_loss_alone_gets_right():
