@@ -415,7 +415,7 @@ def run(config: Config, run: Run, run_dir: Path, data: Dataset, trainer: Trainer
         write_json_atomically(config_path, saved_config)
     env = environment()
     if run.test:  # the memory a final model trains in, for the tables
-        state = trainer.init(np.int32(run.seeds[0]), np.float32(run.learning_rates[0]))
+        state = trainer.init(jnp.int32(run.seeds[0]), jnp.float32(run.learning_rates[0]))
         hyper = {k: jnp.float32(v) for k, v in run.hyper.items()}
         env["train_epoch_temporary_bytes"] = trainer.epoch_temporary_bytes(state, hyper)
     write_json_atomically(run_dir / "env.json", env)
