@@ -6,9 +6,10 @@ The two take turns (dense, linear, dense, ...), ``repeats`` times after a warm-u
 gives the median time per call with its quartiles, the ratio of the medians, the peak
 temporary memory of each compiled program (``memory_analysis().temp_size_in_bytes``), and
 the process's peak resident memory after each row (it only grows, so it is an upper bound).
-Sizes (N, V, d) = (4096, 65536, 256) by default; ``--sizes`` adds (8192, 131072, 512).
+Sizes (N, V, d) = (4096, 65536, 256) and (8192, 131072, 512). A path whose compiled temporary
+memory exceeds 3/4 of the machine's physical memory is compiled but not run; its row says so.
 
-Command: ``python -m experiments benchmark linear`` (about 6 minutes on 2 CPU cores);
+Command: ``python -m experiments benchmark linear`` (about 20 minutes on 2 CPU cores);
 writes ``results/benchmarks/linear.md``.
 """
 
@@ -31,7 +32,7 @@ import numpy as np
 import softfam
 from experiments.io import write_text_atomically
 
-SIZES = ((4096, 65536, 256),)
+SIZES = ((4096, 65536, 256), (8192, 131072, 512))
 DEFAULT_OUTPUT = Path("results/benchmarks/linear.md")
 LOSSES = {  # name: (linear loss, dense loss)
     "log-softmax": (softfam.linear_softmax_cross_entropy_with_integer_labels,
@@ -50,7 +51,7 @@ LOSSES = {  # name: (linear loss, dense loss)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the Markdown table to write")
-    parser.add_argument("--repeats", type=int, default=5, help="turns of each path per loss")
+    parser.add_argument("--repeats", type=int, default=3, help="turns of each path per loss")
     parser.add_argument("--sizes", type=str, default=";".join(",".join(map(str, s)) for s in SIZES),
                         help="N,V,d triples separated by ';'")
     parser.add_argument("--losses", type=str, default=",".join(LOSSES))
@@ -72,6 +73,10 @@ def peak_resident_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB on Linux
 
 
+def physical_memory_bytes() -> int:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 def measure(name: str, size: tuple[int, int, int], repeats: int) -> dict:
     n, v, d = size
     keys = jax.random.split(jax.random.key(0), 3)
@@ -81,9 +86,12 @@ def measure(name: str, size: tuple[int, int, int], repeats: int) -> dict:
     bias = jnp.zeros(v, jnp.float32)
     programs = gradient_programs(*LOSSES[name], hidden, weights, labels, bias)
     row = {"temp": {}, "seconds": {"dense": [], "linear": []}}
-    for path, program in programs.items():
+    for path, program in list(programs.items()):
         compiled = program.lower(hidden, weights).compile()
         row["temp"][path] = compiled.memory_analysis().temp_size_in_bytes
+        if row["temp"][path] > 0.75 * physical_memory_bytes():
+            del programs[path]  # it would swap or be killed: reported as not fitting
+            continue
         jax.block_until_ready(compiled(hidden, weights))  # warm-up
         programs[path] = compiled
     for _ in range(repeats):
@@ -112,7 +120,8 @@ def render(rows, command: str, repeats: int) -> str:
         "`hidden @ weights + bias`, then softfam's dense loss. Linear: softfam's linear loss "
         f"(blocks of {softfam._linear.DEFAULT_BLOCK_SIZE} classes for log-softmax and log-Taylor-4). "
         f"The two paths take turns, {repeats} times after a warm-up; time: median [quartiles] "
-        "per call; speedup: dense median over linear median. Temporary memory: the compiled "
+        "per call; speedup: dense median over linear median; \"does not fit\": the compiled "
+        "program needs more than 3/4 of the machine's memory, so it was not run. Temporary memory: the compiled "
         "program's `memory_analysis().temp_size_in_bytes`. Peak RSS: the process's peak resident "
         "memory after the row (it only grows).",
         "",
@@ -121,13 +130,15 @@ def render(rows, command: str, repeats: int) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for size, name, row in rows:
-        dense, linear = (np.median(row["seconds"][p]) for p in ("dense", "linear"))
+        times = {p: quartiles(row["seconds"][p], 1e3) if row["seconds"][p] else "does not fit"
+                 for p in ("dense", "linear")}
+        medians = [np.median(row["seconds"][p]) for p in ("dense", "linear") if row["seconds"][p]]
+        speedup = f"{medians[0] / medians[1]:.2f}" if len(medians) == 2 else "-"
         temp = {p: row["temp"][p] / 2**30 for p in row["temp"]}
         lines.append(
-            f"| {', '.join(f'{x:,}' for x in size)} | {name} | {quartiles(row['seconds']['dense'], 1e3)} "
-            f"| {quartiles(row['seconds']['linear'], 1e3)} | {dense / linear:.2f} "
-            f"| {temp['dense']:.3f} | {temp['linear']:.4f} | {temp['linear'] / temp['dense']:.4f} "
-            f"| {row['rss']:.1f} |")
+            f"| {', '.join(f'{x:,}' for x in size)} | {name} | {times['dense']} | {times['linear']} "
+            f"| {speedup} | {temp['dense']:.3f} | {temp['linear']:.4f} "
+            f"| {temp['linear'] / temp['dense']:.4f} | {row['rss']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -138,7 +149,6 @@ def run(args: argparse.Namespace) -> None:
         for name in args.losses.split(","):
             row = measure(name, size, args.repeats)
             rows.append((size, name, row))
-            print(f"{size} {name}: dense {np.median(row['seconds']['dense']):.3f} s, "
-                  f"linear {np.median(row['seconds']['linear']):.3f} s", file=sys.stderr, flush=True)
+            print(f"{size} {name}: seconds {row['seconds']}", file=sys.stderr, flush=True)
     write_text_atomically(args.output, render(rows, args.command_line, args.repeats))
     print(f"wrote {args.output}", file=sys.stderr)

@@ -132,14 +132,19 @@ def run(config: Config, output: Path, data: Dataset, command: str) -> dict[str, 
     output = Path(output)
     config_path = output / "config.json"
     saved = json.loads(json.dumps(dataclasses.asdict(config)))
-    if config_path.exists() and json.loads(config_path.read_text())["config"] != saved:
+    previous = json.loads(config_path.read_text()) if config_path.exists() else {}
+    if previous and previous["config"] != saved:
         raise train.RunError(f"{output} holds a comparison of another configuration "
                              f"({config_path}); choose another output directory or delete that one")
+    reference = previous.get("dense_reference")
+    if reference is None and config.output_layer == "linear" and "log-softmax" in config.losses:
+        reference = train.dense_reference(config, data)
     write_json_atomically(config_path, {
         "config": saved, "command": command, "num_classes": data.num_classes,
         "baselines": metrics.baselines(data.train.labels[: config.train_subset],
                                        data.test.labels, data.num_classes),
-        **({} if data.bayes_error is None else {"bayes_error": data.bayes_error})})
+        **({} if data.bayes_error is None else {"bayes_error": data.bayes_error}),
+        **({} if reference is None else {"dense_reference": reference})})
     finals = {}
     for loss in config.losses:
         trainer = train.trainer(config, loss, data)

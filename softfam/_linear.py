@@ -87,6 +87,12 @@ def _dot(a, b):
     return jnp.matmul(a, b, preferred_element_type=dtype)
 
 
+def _target_logits(h, weights, b, labels):
+    """``o_c = h . W[:, c] + b_c`` (N,) and the target columns ``W[:, c]`` (N, d), in h's dtype."""
+    target_columns = jnp.take(weights, labels, axis=1).T.astype(h.dtype)
+    return jnp.sum(h * target_columns, -1) + b[labels], target_columns
+
+
 # --- The spherical family: exact statistics in O((N + V) d^2). -------------------------------
 
 
@@ -99,12 +105,12 @@ def _linear_statistics(hidden, weights, bias, labels):
 def _statistics_forward(hidden, weights, bias, labels):
     dtype = _family.compute_dtype(hidden.dtype)
     h, b = hidden.astype(dtype), bias.astype(dtype)
-    target_columns = jnp.take(weights, labels, axis=1).T.astype(dtype)  # W[:, c_n], (N, d)
+    target_logits, target_columns = _target_logits(h, weights, b, labels)
     column_sums = jnp.sum(weights, 1, dtype=dtype)  # W 1
     gram = _dot(weights, weights.T)  # W W^T
     weights_bias = _dot(weights, b)  # W b
     h_gram = h @ gram
-    statistics = (jnp.sum(h * target_columns, -1) + b[labels],
+    statistics = (target_logits,
                   h @ column_sums + jnp.sum(b),
                   jnp.sum(h_gram * h, -1) + 2 * (h @ weights_bias) + b @ b)
     residuals = (hidden, weights, bias, labels, target_columns, column_sums, h_gram, weights_bias)
@@ -223,9 +229,8 @@ def _blocked_loss(log_score: Callable, hidden, weights, labels, bias, where, blo
     """``log sum_k f(o_k) - log f(o_c)`` over blocks of ``block_size`` classes."""
     batch = _batch(hidden, weights, labels, bias, where)
     dtype = _family.compute_dtype(batch.hidden.dtype)
-    target_logit = (jnp.sum(batch.hidden.astype(dtype)
-                            * jnp.take(batch.weights, batch.labels, axis=1).T.astype(dtype), -1)
-                    + batch.bias[batch.labels].astype(dtype))
+    target_logit, _ = _target_logits(batch.hidden.astype(dtype), batch.weights,
+                                     batch.bias.astype(dtype), batch.labels)
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"block_size must be a positive Python int, got {block_size!r}")
     block_size = min(block_size, batch.weights.shape[1])

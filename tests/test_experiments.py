@@ -464,6 +464,26 @@ def test_the_linear_output_layer_trains_in_less_memory_than_the_logits():
     assert temporary["dense"] >= 2 * logits_bytes > temporary["linear"]
 
 
+@pytest.mark.skipif(not text.WORDNET_DIR.exists(), reason="needs apt-get install wordnet-base")
+def test_the_dense_reference_of_a_linear_table_holds_the_logits_and_is_shown(tmp_path):
+    """Beside the linear losses, the table shows log-softmax through the dense logits: its
+    epoch holds the (256, 1002) logits and their gradient, over 4 steps of 256 windows."""
+    lm = load("wordnet-1000")
+    config = dataclasses.replace(configs.get("tiny-lm")[0], dataset="wordnet-1000",
+                                 batch_size=256, train_subset=1100, output_layer="linear")
+    reference = train.dense_reference(config, lm)
+    assert reference["train_examples"] == 4 * 256
+    assert reference["train_epoch_temporary_bytes"] >= 2 * 256 * 1002 * 4
+    experiment = {"config": dataclasses.asdict(config), "command": "test",
+                  "dense_reference": reference}
+    row = next(line for line in tables.render(experiment, {}).splitlines()
+               if line.startswith("| *log-softmax, dense logits* |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert len(cells) == 11 and cells[1:8] == ["-"] * 7
+    assert cells[8] == f"{1024 / reference['train_seconds']:,.0f}"
+    assert cells[10] == f"{reference['train_epoch_temporary_bytes'] / 2**20:,.1f}"
+
+
 @pytest.mark.parametrize("loss, optimizer, message", [
     ("log-softmax", "sgd", "'log-softmax'.*log-taylor-2"),
     ("log-taylor-2", "adam", "optimizer='sgd'"),
