@@ -224,7 +224,7 @@ def wordnet_lm() -> Config:
     3 up to 50 epochs; 2 tuning seeds, 5 final seeds, 5 losses, each through its linear loss
     (the dense loss's values and gradients without the logits).
 
-    Command: ``python -m experiments run wordnet-lm`` (planned at about 6 hours on 2 CPU cores,
+    Command: ``python -m experiments run wordnet-lm`` (planned at about 15 hours on 2 CPU cores,
     over several sittings: see the README's compute plan; resumable).
     Writes ``results/wordnet-lm/`` (table with perplexity by word frequency, plots, runs).
     """
@@ -237,7 +237,7 @@ def wordnet_linear() -> Config:
     building the (batch, D) logits; ``wordnet-lm``'s model and protocol on a fixed 200,000
     training windows (cut for time), with log-softmax through the dense logits timed beside.
 
-    Command: ``python -m experiments run wordnet-linear`` (planned at about 8.5 hours on 2 CPU
+    Command: ``python -m experiments run wordnet-linear`` (planned at about 20 hours on 2 CPU
     cores, over several sittings: see the README's compute plan; resumable).
     Writes ``results/wordnet-linear/`` (table with memory and tokens per second, plots, runs).
     """
