@@ -7,7 +7,8 @@ gives the median time per call with its quartiles, the ratio of the medians, the
 temporary memory of each compiled program (``memory_analysis().temp_size_in_bytes``), and
 the process's peak resident memory after each row (it only grows, so it is an upper bound).
 Sizes (N, V, d) = (4096, 65536, 256) and (8192, 131072, 512). A path whose compiled temporary
-memory exceeds 3/4 of the machine's physical memory is compiled but not run; its row says so.
+memory, arguments and outputs exceed 3/4 of the machine's physical memory (cgroup limits are
+not read) is compiled but not run; its row says so.
 
 Command: ``python -m experiments benchmark linear`` (about 20 minutes on 2 CPU cores);
 writes ``results/benchmarks/linear.md``.
@@ -88,8 +89,10 @@ def measure(name: str, size: tuple[int, int, int], repeats: int) -> dict:
     row = {"temp": {}, "seconds": {"dense": [], "linear": []}}
     for path, program in list(programs.items()):
         compiled = program.lower(hidden, weights).compile()
-        row["temp"][path] = compiled.memory_analysis().temp_size_in_bytes
-        if row["temp"][path] > 0.75 * physical_memory_bytes():
+        memory = compiled.memory_analysis()
+        row["temp"][path] = memory.temp_size_in_bytes
+        needed = memory.temp_size_in_bytes + memory.argument_size_in_bytes + memory.output_size_in_bytes
+        if needed > 0.75 * physical_memory_bytes():
             del programs[path]  # it would swap or be killed: reported as not fitting
             continue
         jax.block_until_ready(compiled(hidden, weights))  # warm-up
@@ -143,6 +146,8 @@ def render(rows, command: str, repeats: int) -> str:
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.repeats < 1:
+        raise ValueError(f"--repeats={args.repeats}: must be at least 1")
     sizes = [tuple(int(x) for x in part.split(",")) for part in args.sizes.split(";")]
     rows = []
     for size in sizes:

@@ -11,8 +11,9 @@ values, 3 for a single value), unless it lies outside ``config.bounds``; then th
 made again. The final point is trained with each of ``seeds`` and its best epoch evaluated
 once on the test set. The test set plays no part in the choice.
 
-Layout under ``<output>/``: ``config.json`` (the effective config and the command that made
-it) and ``runs/<loss>/``, with ``tune-<point>/`` for each point tried and ``final/``, each a
+Layout under ``<output>/``: ``config.json`` (the effective config, the command that made it,
+the baselines and, for a linear output layer, ``dense_reference``: log-softmax timed through
+the dense logits, ``experiments.train.dense_reference``) and ``runs/<loss>/``, with ``tune-<point>/`` for each point tried and ``final/``, each a
 run directory (``experiments.train``).
 """
 

@@ -288,7 +288,8 @@ def render(experiment: dict, runs: dict) -> str:
            "teacher's label distribution."] if "bayes_error" in experiment else []),
         *(["*log-softmax, dense logits*: the same model with log-softmax through the (batch, D) "
            "logits instead of its linear loss, for speed and memory only: one epoch timed after "
-           "a compiling one, and that epoch's compiled temporary memory."] if reference else []),
+           "a compiling one, and that epoch's compiled temporary memory, measured when the "
+           "comparison started (on the machine in config.json)."] if reference else []),
         "(edge): the chosen value is at an end of the values tried along its axis (the other "
         "coordinates at their chosen values); a wider grid might have done better. (edge, bound): "
         "the next step lies outside the config's bounds, so tuning did not widen further.",

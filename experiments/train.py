@@ -297,7 +297,7 @@ def dense_reference(config: Config, data: Dataset) -> dict:
         jax.block_until_ready(loss)
         seconds.append(time.perf_counter() - start)
     return {"train_epoch_temporary_bytes": memory, "train_seconds": seconds[1],
-            "train_examples": trainer.steps_per_epoch * config.batch_size}
+            "train_examples": trainer.steps_per_epoch * config.batch_size, "env": environment()}
 
 
 def stopping_metric(summary: dict) -> float:
