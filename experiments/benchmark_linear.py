@@ -50,9 +50,15 @@ LOSSES = {  # name: (linear loss, dense loss)
 }
 
 
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer of at least 1")
+    return int(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the Markdown table to write")
-    parser.add_argument("--repeats", type=int, default=3, help="turns of each path per loss")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="turns of each path per loss")
     parser.add_argument("--sizes", type=str, default=";".join(",".join(map(str, s)) for s in SIZES),
                         help="N,V,d triples separated by ';'")
     parser.add_argument("--losses", type=str, default=",".join(LOSSES))
@@ -146,8 +152,6 @@ def render(rows, command: str, repeats: int) -> str:
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.repeats < 1:
-        raise ValueError(f"--repeats={args.repeats}: must be at least 1")
     sizes = [tuple(int(x) for x in part.split(",")) for part in args.sizes.split(";")]
     rows = []
     for size in sizes:
