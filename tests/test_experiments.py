@@ -258,6 +258,21 @@ def test_a_comparison_directory_of_another_config_is_refused_and_kept(tmp_path, 
     assert json.loads((tmp_path / "config.json").read_text()) == json.loads(json.dumps(saved))
 
 
+def test_a_linear_comparison_times_its_dense_reference_once(tmp_path, digits, monkeypatch):
+    """Only a linear output layer gets the dense log-softmax reference; it is measured when the
+    comparison first starts and kept in config.json when the comparison resumes."""
+    measured = {"train_epoch_temporary_bytes": 7, "train_seconds": 2.0, "train_examples": 50}
+    calls = []
+    monkeypatch.setattr(train, "dense_reference", lambda config, data: calls.append(config) or measured)
+    settings = dict(losses=("log-softmax",), max_epochs=1, seeds=(0,), learning_rate_bounds=(1e-3, 3e-3),
+                    learning_rates=(1e-3, 3e-3))
+    for layer in ("linear", "linear", "dense"):
+        comparison.run(tiny_config(output_layer=layer, **settings), tmp_path / layer, digits, "x")
+    assert len(calls) == 1 and calls[0].output_layer == "linear"
+    assert json.loads((tmp_path / "linear" / "config.json").read_text())["dense_reference"] == measured
+    assert "dense_reference" not in json.loads((tmp_path / "dense" / "config.json").read_text())
+
+
 def test_one_compilation_of_each_program_serves_every_setting_and_epoch(tmp_path, digits):
     """Two runs of log-spherical (two epsilons, two learning rates, two epochs) through one
     trainer compile the training epoch and init once each, the evaluation once per split."""
