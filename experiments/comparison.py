@@ -4,7 +4,8 @@ For each loss, a point is a learning rate and a value of each of the loss's hype
 Every point of the starting grid (``config.learning_rates`` times ``Config.grid``) is trained
 with every tuning seed (at least 2, none of them a final seed). A point that diverged on any
 tuning seed is out; of the rest, the one with the lowest best-epoch validation NLL (error for
-a loss without a distribution) averaged over the tuning seeds is chosen. While the chosen
+squared error, which defines no distribution, and for the Z-loss, whose softmax has an
+arbitrary temperature: ``Loss.stopping_metric``) averaged over the tuning seeds is chosen. While the chosen
 point sits at an end of the values tried along some axis (that coordinate varied, the others
 fixed), the point one step past that end is tried too (the step is the ratio of the two end
 values, 3 for a single value), unless it lies outside ``config.bounds``; then the choice is
@@ -92,10 +93,10 @@ def best_records(history: list[dict]) -> list[dict]:
             for end in history if end["split"] == "end"]
 
 
-def choose(candidates: list[tuple[dict, dict]]) -> tuple[dict, float]:
-    """The (setting, learning rate) with the lowest mean over its tuning seeds of the metric
-    early stopping uses (validation NLL, or error without a distribution); a candidate that
-    diverged on any seed is never chosen; first wins ties."""
+def choose(candidates: list[tuple[dict, dict]], metric: Callable[[dict], float]) -> tuple[dict, float]:
+    """The (setting, learning rate) with the lowest mean over its tuning seeds of ``metric``,
+    the one early stopping uses (``Loss.stopping_metric``); a candidate that diverged on any
+    seed is never chosen; first wins ties."""
     groups: dict[tuple, list] = {}
     for hyper, record in candidates:
         groups.setdefault((setting_name(hyper), record["learning_rate"]), []).append((hyper, record))
@@ -104,7 +105,7 @@ def choose(candidates: list[tuple[dict, dict]]) -> tuple[dict, float]:
         records = [record for _, record in group]
         if any(r["diverged"] for r in records):
             return (True, np.inf)
-        return (False, np.mean([train.stopping_metric(r) for r in records]))
+        return (False, np.mean([metric(r) for r in records]))
 
     group = min(groups.values(), key=key)
     if key(group)[0]:
@@ -113,15 +114,17 @@ def choose(candidates: list[tuple[dict, dict]]) -> tuple[dict, float]:
     return hyper, record["learning_rate"]
 
 
-def search(points: list[dict], tune: Callable[[dict], list[dict]], bounds: dict) -> tuple[dict, float]:
+def search(points: list[dict], tune: Callable[[dict], list[dict]], bounds: dict,
+           metric: Callable[[dict], float]) -> tuple[dict, float]:
     """Tunes the starting ``points`` (``tune(point)``: the best-epoch validation record of each
-    tuning seed), chooses, and widens past the ends the choice sits at until it is interior or
+    tuning seed), chooses by ``metric``, and widens past the ends the choice sits at until it is interior or
     bounded; returns the chosen (hyperparameters, learning rate)."""
     tuned: dict[str, tuple[dict, list[dict]]] = {}  # name: (point, records)
     while points:
         tuned.update({setting_name(point): (point, tune(point)) for point in points})
         hyper, learning_rate = choose([(loss_hyperparameters(point), record)
-                                       for point, records in tuned.values() for record in records])
+                                       for point, records in tuned.values() for record in records],
+                                      metric)
         chosen = {"learning_rate": learning_rate, **hyper}
         tried = [point for point, _ in tuned.values()]
         points = [p for p in widening(tried, chosen, bounds) if setting_name(p) not in tuned]
@@ -157,7 +160,8 @@ def run(config: Config, output: Path, data: Dataset, command: str) -> dict[str, 
             return best_records(train.run(config, tuning, output / "runs" / loss / f"tune-{name}",
                                           data, trainer, progress=f"{loss} tune {name}"))
 
-        hyper, learning_rate = search(starting_points(config, loss), tune, config.bounds)
+        hyper, learning_rate = search(starting_points(config, loss), tune, config.bounds,
+                                      trainer.loss.stopping_metric)
         final_dir = output / "runs" / loss / "final"
         train.run(config, train.Run(loss, hyper, (learning_rate,), config.seeds, test=True),
                   final_dir, data, trainer, progress=f"{loss} final")

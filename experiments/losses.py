@@ -42,6 +42,13 @@ class Loss:
     # evaluation probabilities is arbitrary: they are judged after temperature scaling only.
     scale_free: bool = False
 
+    def stopping_metric(self, summary: dict) -> float:
+        """What early stopping and tuning minimise in a validation ``summary``: the NLL of the
+        loss's own distribution, or the error where it has none (squared error) or its scale
+        is arbitrary (``scale_free``: the Z-loss)."""
+        judged_by_nll = self.log_probabilities is not None and not self.scale_free
+        return summary["nll"] if judged_by_nll else summary["error"]
+
     def evaluation_log_probabilities(self, logits: jax.Array, hyper: dict) -> jax.Array:
         """The log-probabilities the model is judged by (``log_probabilities`` must exist)."""
         return self.log_probabilities(logits, **{name: hyper[name] for name in self.shared})

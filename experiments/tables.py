@@ -183,7 +183,7 @@ def _is_factored(config: dict, loss: str) -> bool:
 def _budget(config: dict) -> str:
     stopping = ("no early stopping" if config["patience"] is None
                 else f"early stopping with patience {config['patience']} on validation NLL "
-                     "(error without a distribution), the best epoch tested")
+                     "(error for squared error and the Z-loss), the best epoch tested")
     return (f"up to {config['max_epochs']} epochs of {OPTIMIZER_NAMES[config['optimizer']]} "
             f"({stopping}), batch {config['batch_size']}")
 

@@ -8,8 +8,8 @@ Each seed is split into keys for initialisation and data order (no dropout), so 
 the same numbers whatever the learning rate.
 
 ``run`` trains the models of a ``Run`` (every learning rate and seed) one after another. A model
-trains up to ``max_epochs`` and stops when its validation metric (NLL; error for a loss without
-a distribution) has not improved for ``patience`` epochs; the parameters of its best epoch are
+trains up to ``max_epochs`` and stops when its validation metric (``Loss.stopping_metric``: NLL;
+error for squared error and the Z-loss) has not improved for ``patience`` epochs; the parameters of its best epoch are
 then tested, as they are and, for a loss with a distribution, after temperature scaling: the
 logits divided by the temperature that minimises the validation NLL (``fit_temperature``).
 A model whose training loss becomes NaN or inf stops there, marked diverged.
@@ -300,11 +300,6 @@ def dense_reference(config: Config, data: Dataset) -> dict:
             "train_examples": trainer.steps_per_epoch * config.batch_size, "env": environment()}
 
 
-def stopping_metric(summary: dict) -> float:
-    """What early stopping minimises: the validation NLL, or the error without a distribution."""
-    return summary["error"] if summary["nll"] is None else summary["nll"]
-
-
 def _append(path: Path, record: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
@@ -373,7 +368,8 @@ def _train_model(trainer: Trainer, run: Run, model_index: int, run_dir: Path, da
         epoch = restored_epoch
         state, best_params = (jax.device_put(restored[k], trainer.replicated) for k in ("state", "best"))
     valid = [r for r in records if r["split"] == "valid"]
-    best = min(valid[:epoch], key=lambda r: stopping_metric(r), default=None)
+    metric = trainer.loss.stopping_metric
+    best = min(valid[:epoch], key=metric, default=None)
     diverged = False
     last_saved = time.monotonic()
     while epoch < config.max_epochs:
@@ -395,7 +391,7 @@ def _train_model(trainer: Trainer, run: Run, model_index: int, run_dir: Path, da
         if not math.isfinite(train_loss):
             diverged = True
             break
-        if best is None or stopping_metric(record) < stopping_metric(best):
+        if best is None or metric(record) < metric(best):
             best, best_params = record, jax.tree.map(jnp.copy, state["params"])  # not donated
         if time.monotonic() - last_saved > CHECKPOINT_SECONDS and epoch < config.max_epochs:
             checkpoints.save(epoch, state, best_params)

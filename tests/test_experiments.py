@@ -153,15 +153,19 @@ def candidate(hyper, learning_rate, error, nll, diverged=False, seed=0):
                     "diverged": diverged})
 
 
-def test_choice_takes_the_lowest_validation_nll_or_error_without_a_distribution():
+def test_choice_takes_the_lowest_validation_nll_or_error_without_a_meaningful_distribution():
     candidates = [
         candidate({"epsilon": 0.1}, 0.1, 0.2, 0.4),
         candidate({"epsilon": 0.01}, 0.01, 0.1, 0.9),
         candidate({"epsilon": 0.001}, 0.001, 0.1, 0.5),
     ]
-    assert comparison.choose(candidates) == ({"epsilon": 0.1}, 0.1)  # NLL, though error is higher
+    spherical = losses.get("log-spherical").stopping_metric
+    assert comparison.choose(candidates, spherical) == ({"epsilon": 0.1}, 0.1)  # NLL, though error is higher
     without_distribution = [candidate({}, 0.1, 0.2, None), candidate({}, 0.01, 0.1, None)]
-    assert comparison.choose(without_distribution) == ({}, 0.01)
+    assert comparison.choose(without_distribution, losses.get("squared-error").stopping_metric) == ({}, 0.01)
+    # the Z-loss's softmax NLL has an arbitrary temperature: it is chosen on error
+    scale_free = [candidate({"a": 1.0}, 0.1, 0.2, 0.3), candidate({"a": 3.0}, 0.01, 0.1, 0.9)]
+    assert comparison.choose(scale_free, losses.get("z-loss").stopping_metric) == ({"a": 3.0}, 0.01)
 
 
 def test_choice_averages_tuning_seeds_and_never_takes_a_setting_that_diverged_once():
@@ -170,7 +174,8 @@ def test_choice_averages_tuning_seeds_and_never_takes_a_setting_that_diverged_on
         candidate({}, 0.01, 0.10, 0.2, seed=0), candidate({}, 0.01, 0.30, 0.6, seed=1),
         candidate({}, 0.001, 0.15, 0.3, seed=0), candidate({}, 0.001, 0.15, 0.3, seed=1),
     ]
-    assert comparison.choose(candidates) == ({}, 0.001)  # 0.01 averages 0.4; 0.1 diverged once
+    nll = losses.get("log-softmax").stopping_metric
+    assert comparison.choose(candidates, nll) == ({}, 0.001)  # 0.01 averages 0.4; 0.1 diverged once
 
 
 def test_paired_difference_gives_a_verdict_only_when_both_tests_agree():
@@ -553,7 +558,7 @@ def test_search_widens_the_grid_until_the_choice_is_interior_or_bounded():
 
     start = [{"learning_rate": lr, "epsilon": e} for lr in (1e-3, 3e-3, 1e-2) for e in (1e-2, 1e-1)]
     bounds = {"learning_rate": (1e-5, 1.0), "epsilon": (1e-3, 1.0)}
-    hyper, learning_rate = comparison.search(start, tune, bounds)
+    hyper, learning_rate = comparison.search(start, tune, bounds, losses.get("log-spherical").stopping_metric)
     # by hand: (1e-2, 1e-2) -> (1e-2, 1e-3) -> (3e-2, 1e-3), a single learning rate at epsilon
     # 1e-3 being widened by 3; then 9e-2 and epsilon 3e-3 are worse, and 3.3e-4 is out of bounds
     assert hyper == {"epsilon": pytest.approx(1e-3)} and learning_rate == pytest.approx(3e-2)
