@@ -18,7 +18,8 @@ Devices: the minibatch axis is sharded over every local device (a 1-D ``Mesh``);
 data are replicated. For several hosts, call ``jax.distributed.initialize()`` first
 (``python -m experiments run ... --distributed``).
 
-The run directory holds ``config.json`` and ``env.json`` (written atomically), ``metrics.jsonl``
+The run directory holds ``config.json`` and ``env.json`` (written atomically; the machine of
+the last sitting that trained in it, kept when a finished run is only read), ``metrics.jsonl``
 (append-only, the one record of the history: a ``valid`` record per model and epoch, an ``end``
 record per model) and ``checkpoints/`` (Orbax, the model in training). A run started again in
 the same directory resumes: finished models are read back, the model in training restarts
@@ -427,13 +428,15 @@ def run(config: Config, run: Run, run_dir: Path, data: Dataset, trainer: Trainer
             )
     else:
         write_json_atomically(config_path, saved_config)
-    env = environment()
-    if run.test:  # the memory a final model trains in, for the tables
-        state = trainer.init(jnp.int32(run.seeds[0]), jnp.float32(run.learning_rates[0]))
-        hyper = {k: jnp.float32(v) for k, v in run.hyper.items()}
-        env["train_epoch_temporary_bytes"] = trainer.epoch_temporary_bytes(state, hyper)
-    write_json_atomically(run_dir / "env.json", env)
     records = read_records(run_dir)
+    ended = {(r["learning_rate"], r["seed"]) for r in records if r["split"] == "end"}
+    if not ended >= set(run.grid) or not (run_dir / "env.json").exists():  # a sitting that trains
+        env = environment()
+        if run.test:  # the memory a final model trains in, for the tables
+            state = trainer.init(jnp.int32(run.seeds[0]), jnp.float32(run.learning_rates[0]))
+            hyper = {k: jnp.float32(v) for k, v in run.hyper.items()}
+            env["train_epoch_temporary_bytes"] = trainer.epoch_temporary_bytes(state, hyper)
+        write_json_atomically(run_dir / "env.json", env)
     history = []
     with tqdm(desc=progress, total=len(run.grid) * config.max_epochs, leave=False) as bar:
         for index, (learning_rate, seed) in enumerate(run.grid):

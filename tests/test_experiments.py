@@ -313,6 +313,17 @@ def test_a_diverged_model_is_marked_and_not_tested(tmp_path, digits):
     assert not np.isfinite(last["train_loss"]) and end["stop_epoch"] == last["epoch"]
 
 
+def test_a_finished_run_read_again_keeps_the_environment_it_trained_in(tmp_path, digits):
+    config, env_path = tiny_config(max_epochs=2), tmp_path / "env.json"
+    env_path.write_text(json.dumps({"git_commit": "an earlier sitting"}))
+    first = run_tiny(tmp_path, digits, config, seeds=(0,))  # trains: this sitting's machine
+    trained_in = json.loads(env_path.read_text())
+    assert trained_in["git_commit"] != "an earlier sitting" and trained_in["devices"] == ["cpu:0"]
+    env_path.write_text(json.dumps({**trained_in, "git_commit": "the sitting that trained"}))
+    assert run_tiny(tmp_path, digits, config, seeds=(0,)) == first  # read back, not trained
+    assert json.loads(env_path.read_text())["git_commit"] == "the sitting that trained"
+
+
 def test_overrides_change_fields_and_bad_ones_name_the_key():
     config = configs.get("digits-mlp", ["losses=log-softmax,log-taylor-2", "seeds=0,1",
                                         "max_epochs=3", "patience=none", "learning_rates=0.1"])
