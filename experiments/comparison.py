@@ -5,12 +5,12 @@ Every point of the starting grid (``config.learning_rates`` times ``Config.grid`
 with every tuning seed (at least 2, none of them a final seed). A point that diverged on any
 tuning seed is out; of the rest, the one with the lowest best-epoch validation NLL (error for
 squared error, which defines no distribution, and for the Z-loss, whose softmax has an
-arbitrary temperature: ``Loss.stopping_metric``) averaged over the tuning seeds is chosen. While the chosen
-point sits at an end of the values tried along some axis (that coordinate varied, the others
-fixed), the point one step past that end is tried too (the step is the ratio of the two end
-values, 3 for a single value), unless it lies outside ``config.bounds``; then the choice is
-made again. The final point is trained with each of ``seeds`` and its best epoch evaluated
-once on the test set. The test set plays no part in the choice.
+arbitrary temperature: ``Loss.stopping_metric``) averaged over the tuning seeds is chosen.
+While the chosen point sits at an end of the values tried along some axis (that coordinate
+varied, the others fixed), the point one step past that end is tried too (the step is the ratio
+of the two end values, 3 for a single value), unless it lies outside ``config.bounds``; then
+the choice is made again. The final point is trained with each of ``seeds`` and its best epoch
+evaluated once on the test set. The test set plays no part in the choice.
 
 Layout under ``<output>/``: ``config.json`` (the effective config, the command that made it,
 the baselines and, for a linear output layer, ``dense_reference``: log-softmax timed through
@@ -117,8 +117,8 @@ def choose(candidates: list[tuple[dict, dict]], metric: Callable[[dict], float])
 def search(points: list[dict], tune: Callable[[dict], list[dict]], bounds: dict,
            metric: Callable[[dict], float]) -> tuple[dict, float]:
     """Tunes the starting ``points`` (``tune(point)``: the best-epoch validation record of each
-    tuning seed), chooses by ``metric``, and widens past the ends the choice sits at until it is interior or
-    bounded; returns the chosen (hyperparameters, learning rate)."""
+    tuning seed), chooses by ``metric``, and widens past the ends the choice sits at until it
+    is interior or bounded; returns the chosen (hyperparameters, learning rate)."""
     tuned: dict[str, tuple[dict, list[dict]]] = {}  # name: (point, records)
     while points:
         tuned.update({setting_name(point): (point, tune(point)) for point in points})

@@ -7,12 +7,13 @@ traced arguments, so every tuning and final run of the loss reuses the same comp
 Each seed is split into keys for initialisation and data order (no dropout), so a seed gives
 the same numbers whatever the learning rate.
 
-``run`` trains the models of a ``Run`` (every learning rate and seed) one after another. A model
-trains up to ``max_epochs`` and stops when its validation metric (``Loss.stopping_metric``: NLL;
-error for squared error and the Z-loss) has not improved for ``patience`` epochs; the parameters of its best epoch are
-then tested, as they are and, for a loss with a distribution, after temperature scaling: the
-logits divided by the temperature that minimises the validation NLL (``fit_temperature``).
-A model whose training loss becomes NaN or inf stops there, marked diverged.
+``run`` trains the models of a ``Run`` (every learning rate and seed) one after another. A
+model trains up to ``max_epochs`` and stops when its validation metric
+(``Loss.stopping_metric``: NLL; error for squared error and the Z-loss) has not improved for
+``patience`` epochs; the parameters of its best epoch are then tested, as they are and, for a
+loss with a distribution, after temperature scaling: the logits divided by the temperature that
+minimises the validation NLL (``fit_temperature``). A model whose training loss becomes NaN or
+inf stops there, marked diverged.
 
 Devices: the minibatch axis is sharded over every local device (a 1-D ``Mesh``); parameters and
 data are replicated. For several hosts, call ``jax.distributed.initialize()`` first
