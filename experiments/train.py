@@ -431,7 +431,8 @@ def run(config: Config, run: Run, run_dir: Path, data: Dataset, trainer: Trainer
         write_json_atomically(config_path, saved_config)
     records = read_records(run_dir)
     ended = {(r["learning_rate"], r["seed"]) for r in records if r["split"] == "end"}
-    if not ended >= set(run.grid) or not (run_dir / "env.json").exists():  # a sitting that trains
+    trains = bool(set(run.grid) - ended)
+    if trains or not (run_dir / "env.json").exists():  # this sitting's machine
         env = environment()
         if run.test:  # the memory a final model trains in, for the tables
             state = trainer.init(jnp.int32(run.seeds[0]), jnp.float32(run.learning_rates[0]))
