@@ -48,9 +48,18 @@ def setting_name(point: dict[str, float]) -> str:
     return "-".join(f"{k}={v:g}" for k, v in sorted(point.items())) or "default"
 
 
+def same(a: float, b: float) -> bool:
+    """Whether two values of a coordinate name the same setting (``setting_name``'s 6 digits):
+    a learning rate stepped down to 0.009 / 3 = 0.0030000000000000005 is the grid's 0.003."""
+    return f"{a:g}" == f"{b:g}"
+
+
 def line(points: list[dict], chosen: dict, axis: str) -> list[float]:
-    """The values of ``axis`` tried with every other coordinate at its chosen value, sorted."""
-    return sorted({p[axis] for p in points if all(p[k] == v for k, v in chosen.items() if k != axis)})
+    """The values of ``axis`` tried with every other coordinate at its chosen value, sorted,
+    one per setting."""
+    values = {f"{p[axis]:g}": p[axis] for p in points
+              if all(same(p[k], v) for k, v in chosen.items() if k != axis)}
+    return sorted(values.values())
 
 
 def within(value: float, bounds) -> bool:
@@ -65,9 +74,9 @@ def beyond_edge(values: list[float], value: float, bounds) -> Optional[tuple[flo
     ``values`` that ``value`` sits at, or None when it is interior. The step is the ratio of
     the two values at that end (3 for a single value, which sits at both ends: the upper one
     first, the lower one once the upper is out of bounds)."""
-    if len(values) > 1 and values[0] < value < values[-1]:
+    if not same(value, values[0]) and not same(value, values[-1]):
         return None
-    if value == values[-1]:
+    if same(value, values[-1]):
         upper = value * (values[-1] / values[-2] if len(values) > 1 else 3.0)
         if within(upper, bounds) or len(values) > 1:
             return upper, within(upper, bounds)

@@ -247,12 +247,22 @@ class Trainer:
         return int(compiled.memory_analysis().temp_size_in_bytes)
 
     def fit_temperature(self, params: dict, hyper: dict, split: Split) -> float:
-        """The temperature ``T`` in [0.05, 20] minimising the NLL of the logits divided by
-        ``T`` on ``split`` (Guo et al. 2017), by bounded scalar minimisation over log T."""
-        result = optimize.minimize_scalar(
-            lambda log_t: self.evaluate(params, hyper, split, float(np.exp(log_t)))["nll"],
-            bounds=(np.log(0.05), np.log(20.0)), method="bounded", options={"xatol": 1e-3})
-        return float(np.exp(result.x))
+        """The temperature ``T`` minimising the NLL of the logits divided by ``T`` on ``split``
+        (Guo et al. 2017). The NLL is convex in 1/T, so a bounded scalar search over log T in
+        [0.05, 20] finds its minimum; while that lies on an edge (a scale-free loss's logits have
+        any scale), the interval moves by its width towards it, up to T in [1e-8, 1e8], where
+        the probabilities are one-hot or uniform to float32."""
+        def nll(log_t):
+            return self.evaluate(params, hyper, split, float(np.exp(log_t)))["nll"]
+
+        low, high = np.log(0.05), np.log(20.0)
+        while True:
+            log_t = optimize.minimize_scalar(nll, bounds=(low, high), method="bounded",
+                                             options={"xatol": 1e-3}).x
+            step = (high - low) * (int(log_t > high - 0.01) - int(log_t < low + 0.01))
+            if step == 0 or abs(log_t) > np.log(1e8):
+                return float(np.exp(log_t))
+            low, high = low + step, high + step
 
 
 class LinearTrainer(Trainer):

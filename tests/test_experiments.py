@@ -580,6 +580,23 @@ def test_search_widens_the_grid_until_the_choice_is_interior_or_bounded():
     assert len(tried) == len({comparison.setting_name(p) for p in tried})  # nothing tuned twice
 
 
+def test_a_value_reached_by_a_step_is_the_grid_value_it_rounds_to():
+    """0.009 / 3 is 0.0030000000000000005: the chosen point's line along ``a`` still holds the
+    points tried at the grid's 0.003, so the search widens ``a`` below its lowest value instead
+    of stopping at a line of one value whose next step has a name already tried."""
+    stepped_down = 0.009 / 3
+    assert stepped_down != 0.003
+    tried = [{"learning_rate": 0.003, "a": 1.0}, {"learning_rate": 0.003, "a": 3.0},
+             {"learning_rate": 0.001, "a": 1 / 3}, {"learning_rate": 0.009, "a": 1 / 3},
+             {"learning_rate": stepped_down, "a": 1 / 3}]
+    chosen = {"learning_rate": stepped_down, "a": 1 / 3}
+    bounds = {"learning_rate": (1e-5, 1.0), "a": (0.01, 100.0)}
+    assert comparison.line(tried, chosen, "a") == pytest.approx([1 / 3, 1.0, 3.0])
+    assert comparison.line(tried, chosen, "learning_rate") == pytest.approx([0.001, 0.003, 0.009])
+    assert comparison.widening(tried, chosen, bounds) == [
+        {"learning_rate": stepped_down, "a": pytest.approx(1 / 9)}]
+
+
 def test_baselines_match_hand_computed_values():
     train_labels, test_labels = np.array([0, 0, 0, 1]), np.array([0, 1, 2, 2])
     b = metrics.baselines(train_labels, test_labels, 3)
@@ -604,12 +621,14 @@ def test_the_unigram_baseline_reads_each_frequency_bucket_apart():
     assert b["prior"]["bucket_nll"][2:] == [None] * 3
 
 
-def test_the_fitted_temperature_minimises_the_validation_nll(digits):
+@pytest.mark.parametrize("logit_scale", [1.0, 1e3, 1e-3])  # the optimum far outside [0.05, 20]
+def test_the_fitted_temperature_minimises_the_validation_nll(digits, logit_scale):
     trainer = train.trainer(tiny_config(), "log-softmax", digits)
     state = trainer.init(jnp.int32(0), jnp.float32(3e-3))
     for epoch in range(3):
         state, _ = trainer.train_epoch(state, jnp.int32(epoch), {})
-    params = state["params"]
+    params = state["params"] | {"output": jax.tree.map(lambda p: p * logit_scale,
+                                                       state["params"]["output"])}
     temperature = trainer.fit_temperature(params, {}, digits.valid)
 
     def reference_nll(t):  # NumPy float64 log-softmax of the logits / t
