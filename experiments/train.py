@@ -248,10 +248,10 @@ class Trainer:
 
     def fit_temperature(self, params: dict, hyper: dict, split: Split) -> float:
         """The temperature ``T`` minimising the NLL of the logits divided by ``T`` on ``split``
-        (Guo et al. 2017). The NLL is convex in 1/T, so a bounded scalar search over log T in
-        [0.05, 20] finds its minimum; while that lies on an edge (a scale-free loss's logits have
-        any scale), the interval moves by its width towards it, up to T in [1e-8, 1e8], where
-        the probabilities are one-hot or uniform to float32."""
+        (Guo et al. 2017), by a bounded scalar search over log T in [0.05, 20]; while the
+        minimum found lies on an edge (a scale-free loss's logits have any scale), the interval
+        moves by its width towards it, up to T in [1e-8, 1e8]. For softmax the NLL is convex in
+        1/T, so this is its minimum; for the other normalizers, a local one."""
         def nll(log_t):
             return self.evaluate(params, hyper, split, float(np.exp(log_t)))["nll"]
 
