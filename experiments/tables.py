@@ -47,10 +47,21 @@ def tried_points(loss_dir: Path) -> list[dict[str, float]]:
     return points
 
 
+OWN_PROBABILITY_METRICS = ("nll", "ece", "brier", "bins", "bucket_nll")
+
+
+def without_own_probabilities(record: dict) -> dict:
+    """``record`` with the metrics of the model's own probabilities set to None: for a
+    scale-free loss (``Loss.scale_free``, the Z-loss) they have an arbitrary temperature."""
+    return {**record, **{key: None for key in OWN_PROBABILITY_METRICS if key in record}}
+
+
 def final_runs(output: Path) -> dict[str, dict]:
     """For each loss whose final run has finished every model: its run config, records, end
     records, the test metrics of the models that did not diverge (with their seeds) and the
-    hyperparameter values its tuning tried."""
+    hyperparameter values its tuning tried. A scale-free loss's validation and test records
+    hold no metric of its own probabilities (``without_own_probabilities``), only its
+    T-scaled ones (``scaled``)."""
     experiment = read_experiment(output)
     runs = {}
     for loss in experiment["config"]["losses"]:
@@ -58,12 +69,14 @@ def final_runs(output: Path) -> dict[str, dict]:
         if not (run_dir / "config.json").exists():
             continue
         run = json.loads((run_dir / "config.json").read_text())["run"]
-        history = train.read_records(run_dir)
+        judged = without_own_probabilities if losses.get(loss).scale_free else dict
+        history = [judged(r) if r["split"] == "valid" else r for r in train.read_records(run_dir)]
         ends = [r for r in history if r["split"] == "end"]
         if len(ends) == len(run["seeds"]) * len(run["learning_rates"]):
             env = json.loads((run_dir / "env.json").read_text()) if (run_dir / "env.json").exists() else {}
             runs[loss] = {"run": run, "history": history, "ends": ends, "env": env,
-                          "test": [{"seed": e["seed"], **e["test"]} for e in ends if not e["diverged"]],
+                          "test": [judged({"seed": e["seed"], **e["test"]})
+                                   for e in ends if not e["diverged"]],
                           "scaled": [{"seed": e["seed"], "temperature": e["temperature"], **e["test_scaled"]}
                                      for e in ends if "test_scaled" in e],
                           "tried": tried_points(output / "runs" / loss)}
@@ -239,19 +252,17 @@ def render(experiment: dict, runs: dict) -> str:
         hyper = ", ".join(f"{k} = {v}" for k, v in shown.items() if k != "learning_rate") or "-"
         diverged = len(run["ends"]) - len(test)
         columns = 4 if language_model else 7
-        own = test if not losses.get(loss).scale_free else [{**m, "nll": None, "ece": None,
-                                                              "brier": None} for m in test]
         scaled = run["scaled"] or [{"nll": None, "ece": None, "temperature": None}]
         if diverged:
             metrics = " | ".join([f"diverged ({diverged} of {len(run['ends'])} seeds)"] + ["-"] * (columns - 1))
         elif language_model:
-            metrics = (f"{_column(own, 'nll', digits=1, transform=np.exp)} "
+            metrics = (f"{_column(test, 'nll', digits=1, transform=np.exp)} "
                        f"| {_column(scaled, 'nll', digits=1, transform=np.exp)} "
                        f"| {_column(test, 'error', 100, 2, lambda e: 1 - e)} "
                        f"| {_column(test, 'top10_accuracy', 100, 2)}")
         else:
-            metrics = (f"{_column(test, 'error', 100, 2)} | {_column(own, 'nll')} "
-                       f"| {_column(own, 'ece', 100, 2)} | {_column(own, 'brier')} "
+            metrics = (f"{_column(test, 'error', 100, 2)} | {_column(test, 'nll')} "
+                       f"| {_column(test, 'ece', 100, 2)} | {_column(test, 'brier')} "
                        f"| {_column(scaled, 'nll')} | {_column(scaled, 'ece', 100, 2)} "
                        f"| {_column(scaled, 'temperature', digits=2)}")
         speed = f"{throughput(run['history']):,.0f}"
@@ -457,8 +468,9 @@ def plot_learning_curves(runs: dict, path: Path, title: str) -> None:
 
 
 def plot_reliability(runs: dict, path: Path, title: str) -> None:
-    """Accuracy against confidence per bin, all seeds pooled, with each bin's example count."""
-    calibrated = {loss: run for loss, run in runs.items() if run["test"] and "bins" in run["test"][0]}
+    """Accuracy against confidence per bin, all seeds pooled, with each bin's example count;
+    the losses with probabilities of their own (not the Z-loss: ``final_runs``)."""
+    calibrated = {loss: run for loss, run in runs.items() if run["test"] and run["test"][0].get("bins")}
     columns = 4
     rows = max(1, -(-len(calibrated) // columns))
     figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows), squeeze=False)

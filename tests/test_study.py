@@ -182,3 +182,28 @@ def test_a_teacher_study_shows_the_bayes_error_beside_the_losses(tmp_path):
     assert f"| *Bayes error* | {100 * bayes[0]:.2f} | {100 * bayes[1]:.2f} |" in error_section
     comparison_table = (tmp_path / "softmax-teacher-10" / "table.md").read_text()
     assert f"| *Bayes error* | - | - | {100 * bayes[1]:.2f} |" in comparison_table
+
+
+def test_the_z_loss_is_shown_by_its_temperature_scaled_probabilities_only(tmp_path):
+    """The Z-loss's own softmax has an arbitrary temperature: its runs record that NLL, but no
+    table shows it, neither the comparison's nor the study's; its T-scaled NLL is shown."""
+    configs_ = tuple(
+        Config(name=f"teacher-{d}", dataset=f"teacher-{d}", model="mlp", widths=(8,),
+               losses=("log-softmax", "z-loss"), learning_rates=(1e-2,), max_epochs=1,
+               seeds=(0, 1), batch_size=64, train_subset=512)
+        for d in (4, 10))
+    table = study.run("tiny-teachers", configs_, tmp_path, None, "test")
+    nll_section = table.split("## test NLL")[1].split("##")[0]
+    assert "| z-loss | - | - |" in nll_section
+    assert re.search(r"\| log-softmax \| \d\.\d{3} \+- ", nll_section)
+    for d in (4, 10):
+        directory = tmp_path / f"teacher-{d}"
+        ends = [json.loads(line) for line in
+                (directory / "runs" / "z-loss" / "final" / "metrics.jsonl").read_text().splitlines()]
+        ends = [r for r in ends if r["split"] == "end"]
+        assert all(r["test"]["nll"] > 0 for r in ends)  # recorded, not shown
+        row = next(line for line in (directory / "table.md").read_text().splitlines()
+                   if line.startswith("| z-loss |")).split("|")
+        scaled = [r["test_scaled"]["nll"] for r in ends]
+        assert [cell.strip() for cell in row[5:8]] == ["-", "-", "-"]  # own NLL, ECE, Brier
+        assert row[8].strip() == f"{np.mean(scaled):.3f} +- {np.std(scaled, ddof=1):.3f}"
