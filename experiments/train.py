@@ -248,21 +248,30 @@ class Trainer:
 
     def fit_temperature(self, params: dict, hyper: dict, split: Split) -> float:
         """The temperature ``T`` minimising the NLL of the logits divided by ``T`` on ``split``
-        (Guo et al. 2017), by a bounded scalar search over log T in [0.05, 20]; while the
-        minimum found lies on an edge (a scale-free loss's logits have any scale), the interval
-        moves by its width towards it, up to T in [1e-8, 1e8]. For softmax the NLL is convex in
-        1/T, so this is its minimum; for the other normalizers, a local one."""
+        (Guo et al. 2017): a bounded scalar search over log T in [0.05, 20]. While the
+        minimum found lies at an edge (within 0.01; a scale-free loss's logits have any
+        scale), the next interval of the same width beyond that edge is searched too, and
+        its minimum kept if it is lower, up to |log T| = log 1e8. For softmax the NLL is
+        convex in 1/T, so this finds its minimum; for the other normalizers, a local one."""
         def nll(log_t):
             return self.evaluate(params, hyper, split, float(np.exp(log_t)))["nll"]
 
+        def minimum(low, high):
+            return optimize.minimize_scalar(nll, bounds=(low, high), method="bounded",
+                                            options={"xatol": 1e-3}).x
+
         low, high = np.log(0.05), np.log(20.0)
-        while True:
-            log_t = optimize.minimize_scalar(nll, bounds=(low, high), method="bounded",
-                                             options={"xatol": 1e-3}).x
-            step = (high - low) * (int(log_t > high - 0.01) - int(log_t < low + 0.01))
-            if step == 0 or abs(log_t) > np.log(1e8):
-                return float(np.exp(log_t))
-            low, high = low + step, high + step
+        log_t = minimum(low, high)
+        direction = int(log_t > high - 0.01) - int(log_t < low + 0.01)
+        while direction and abs(log_t) < np.log(1e8):
+            low, high = (high, 2 * high - low) if direction > 0 else (2 * low - high, low)
+            beyond = minimum(low, high)
+            if nll(beyond) >= nll(log_t):
+                break
+            log_t = beyond
+            if (high - log_t if direction > 0 else log_t - low) > 0.01:
+                break
+        return float(np.exp(log_t))
 
 
 class LinearTrainer(Trainer):

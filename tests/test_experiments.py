@@ -621,6 +621,19 @@ def test_the_unigram_baseline_reads_each_frequency_bucket_apart():
     assert b["prior"]["bucket_nll"][2:] == [None] * 3
 
 
+@pytest.mark.parametrize("best", [20 * np.exp(0.005), 0.05 * np.exp(-0.005), 0.05 * np.exp(0.008),
+                                  1e5, 3e-6])
+def test_the_temperature_search_follows_the_minimum_past_its_first_interval(best):
+    """An NLL with its minimum just beyond either edge of [0.05, 20], just inside one, or far
+    outside: the search ends, at the minimum to its tolerance."""
+    class Quadratic:
+        def evaluate(self, params, hyper, split, temperature):
+            return {"nll": (np.log(temperature) - np.log(best)) ** 2}
+
+    temperature = train.Trainer.fit_temperature(Quadratic(), None, {}, None)
+    assert np.log(temperature) == pytest.approx(np.log(best), abs=2e-3)
+
+
 @pytest.mark.parametrize("logit_scale", [1.0, 1e3, 1e-3])  # the optimum far outside [0.05, 20]
 def test_the_fitted_temperature_minimises_the_validation_nll(digits, logit_scale):
     trainer = train.trainer(tiny_config(), "log-softmax", digits)
