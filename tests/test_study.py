@@ -207,3 +207,25 @@ def test_the_z_loss_is_shown_by_its_temperature_scaled_probabilities_only(tmp_pa
         scaled = [r["test_scaled"]["nll"] for r in ends]
         assert [cell.strip() for cell in row[5:8]] == ["-", "-", "-"]  # own NLL, ECE, Brier
         assert row[8].strip() == f"{np.mean(scaled):.3f} +- {np.std(scaled, ddof=1):.3f}"
+
+
+def test_a_language_model_table_shows_the_z_loss_by_its_scaled_perplexity_only(tmp_path):
+    """A language model's Z-loss: no own perplexity and no row of validation perplexity by
+    epoch (its softmax has an arbitrary temperature), its T-scaled test perplexity shown."""
+    config = Config(name="wordnet-10", dataset="wordnet-10", model="ngram", widths=(8, 16),
+                    max_epochs=2, batch_size=64, learning_rates=(1e-2,),
+                    losses=("log-softmax", "z-loss"), seeds=(0, 1), train_subset=512,
+                    output_layer="linear", description="z-loss check")
+    table = study.run("tiny-z", (config,), tmp_path, None, "test")
+    directory = tmp_path / "wordnet-10"
+    records = [json.loads(line) for line in
+               (directory / "runs" / "z-loss" / "final" / "metrics.jsonl").read_text().splitlines()]
+    scaled = [math.exp(r["test_scaled"]["nll"]) for r in records if r["split"] == "end"]
+    comparison_table = (directory / "table.md").read_text()
+    row = next(line for line in comparison_table.splitlines() if line.startswith("| z-loss |")).split("|")
+    assert row[4].strip() == "-"
+    assert row[5].strip() == f"{np.mean(scaled):.1f} +- {np.std(scaled, ddof=1):.1f}"
+    by_epoch = comparison_table.split("## Validation perplexity")[1].split("##")[0]
+    assert "| log-softmax |" in by_epoch and "| z-loss |" not in by_epoch
+    assert "| z-loss (T-scaled) |" in comparison_table.split("## Test perplexity by frequency")[1]
+    assert "| z-loss | - |" in table.split("## test NLL")[1]
