@@ -59,9 +59,9 @@ def without_own_probabilities(record: dict) -> dict:
 def final_runs(output: Path) -> dict[str, dict]:
     """For each loss whose final run has finished every model: its run config, records, end
     records, the test metrics of the models that did not diverge (with their seeds) and the
-    hyperparameter values its tuning tried. A scale-free loss's validation and test records
-    hold no metric of its own probabilities (``without_own_probabilities``), only its
-    T-scaled ones (``scaled``)."""
+    hyperparameter values its tuning tried. A scale-free loss's validation records and
+    ``test`` hold no metric of its own probabilities (``without_own_probabilities``; its end
+    records keep them as recorded), only ``scaled`` its T-scaled ones."""
     experiment = read_experiment(output)
     runs = {}
     for loss in experiment["config"]["losses"]:

@@ -251,7 +251,7 @@ class Trainer:
         (Guo et al. 2017): a bounded scalar search over log T in [0.05, 20]. While the
         minimum found lies at an edge (within 0.01; a scale-free loss's logits have any
         scale), the next interval of the same width beyond that edge is searched too, and
-        its minimum kept if it is lower, up to |log T| = log 1e8. For softmax the NLL is
+        its minimum kept if it is lower, until |log T| passes log 1e8. For softmax the NLL is
         convex in 1/T, so this finds its minimum; for the other normalizers, a local one."""
         def nll(log_t):
             return self.evaluate(params, hyper, split, float(np.exp(log_t)))["nll"]
