@@ -256,19 +256,20 @@ class Trainer:
         def nll(log_t):
             return self.evaluate(params, hyper, split, float(np.exp(log_t)))["nll"]
 
-        def minimum(low, high):
-            return optimize.minimize_scalar(nll, bounds=(low, high), method="bounded",
-                                            options={"xatol": 1e-3}).x
+        def minimum(low, high):  # (log T, its NLL)
+            result = optimize.minimize_scalar(nll, bounds=(low, high), method="bounded",
+                                              options={"xatol": 1e-3})
+            return result.x, result.fun
 
         low, high = np.log(0.05), np.log(20.0)
-        log_t = minimum(low, high)
+        log_t, lowest = minimum(low, high)
         direction = int(log_t > high - 0.01) - int(log_t < low + 0.01)
         while direction and abs(log_t) < np.log(1e8):
             low, high = (high, 2 * high - low) if direction > 0 else (2 * low - high, low)
-            beyond = minimum(low, high)
-            if nll(beyond) >= nll(log_t):
+            beyond, at_beyond = minimum(low, high)
+            if at_beyond >= lowest:
                 break
-            log_t = beyond
+            log_t, lowest = beyond, at_beyond
             if (high - log_t if direction > 0 else log_t - low) > 0.01:
                 break
         return float(np.exp(log_t))
