@@ -524,6 +524,10 @@ def test_factored_output_layer_refuses_what_it_cannot_train(digits, loss, optimi
         FactoredTrainer(tiny_config(output_layer="factored", optimizer=optimizer), loss, digits)
 
 
+# A restore that fails can leave a tensorstore read whose completion lands on orbax's event
+# loop after the manager has closed it: an unraisable "Event loop is closed" from the library's
+# teardown (seen once in 3 CI runs), not from this code, which has raised its RunError by then.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_checkpoint_of_another_structure_stops_with_a_clear_error(tmp_path):
     """A model's checkpoint saved with other widths cannot be restored into this model."""
     small = {"params": {"w": jnp.zeros((3, 4))}}
