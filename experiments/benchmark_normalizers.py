@@ -6,11 +6,11 @@ log twins with ``jax.nn.log_softmax``, the integer-label losses' ``value_and_gra
 ``softmax_cross_entropy``. A pair is one timing of the baseline and then one of the candidate
 (A B A B ...), each timing enough back-to-back jitted calls to last ``--min-time`` seconds; the
 ratio of a pair is the baseline's time over the candidate's (>= 1: softfam is no slower), and the
-table gives the median ratio over the pairs with its quartiles. A last table times each function
+table gives the median ratio over the pairs with its quartiles. A separate table times each function
 against itself with the -inf check taken out (``_family.is_excluded`` false everywhere: neither
 the shared path nor a member masks -inf): the cost of treating -inf logits as excluded classes.
 
-Command: ``python -m experiments benchmark normalizers`` (about 5 minutes on 2 CPU cores);
+Command: ``python -m experiments benchmark normalizers`` (about 7 minutes on 2 CPU cores);
 writes ``results/benchmarks/normalizers.md``.
 """
 
@@ -174,8 +174,8 @@ def render(rows, command: str, pairs: int) -> str:
         "",
         f"Each cell: the median over {pairs} interleaved pairs of the baseline's time over the "
         "function's time (>= 1: softfam is no slower), [first quartile, third quartile], and "
-        "the function's median time per call. The last table's baseline is the function itself "
-        "with the -inf check taken out (>= 0.95: the check costs at most 5 %).",
+        "the function's median time per call. In \"Cost of the -inf check\" the baseline is the "
+        "function itself with the -inf check taken out (>= 0.95: the check costs at most 5 %).",
         "",
     ]
     for section in dict.fromkeys(section for section, *_ in rows):

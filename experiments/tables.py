@@ -213,7 +213,7 @@ def render(experiment: dict, runs: dict) -> str:
         f"the effective config in `config.json`, made by `{command}`.",
         f"Test-set metrics, mean +- std over {len(seeds)} seeds ({', '.join(map(str, seeds))}), "
         f"{_budget(config)}"
-        + (f", on a fixed random {config['train_subset']:,} training examples"
+        + (f", on the first {config['train_subset']:,} training examples in the data set's fixed order"
            if config.get("train_subset") else "")
         + f". Each loss's learning rate (starting from {list(config['learning_rates'])}) and "
         "hyperparameters were chosen on the validation split, widening the grids past a chosen end "

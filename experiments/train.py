@@ -248,7 +248,7 @@ class Trainer:
 
     def fit_temperature(self, params: dict, hyper: dict, split: Split) -> float:
         """The temperature ``T`` minimising the NLL of the logits divided by ``T`` on ``split``
-        (Guo et al. 2017): a bounded scalar search over log T in [0.05, 20]. While the
+        (Guo et al. 2017): a bounded scalar search over log T, for T in [0.05, 20]. While the
         minimum found lies at an edge (within 0.01; a scale-free loss's logits have any
         scale), the next interval of the same width beyond that edge is searched too, and
         its minimum kept if it is lower, until |log T| passes log 1e8. For softmax the NLL is
