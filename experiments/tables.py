@@ -170,6 +170,16 @@ def paired_difference(runs: dict, loss: str, baseline: str, key: str = "error",
     )
 
 
+def nll_differences(runs: dict, loss: str, baseline: str) -> list[str]:
+    """``paired_difference`` lines of the test NLL, and of the T-scaled test NLL where both
+    losses have it, in nats to 4 decimals."""
+    lines = [paired_difference(runs, loss, baseline, "nll", "test NLL", 1.0, " nats", digits=4)]
+    if runs[loss]["scaled"] and runs[baseline]["scaled"]:
+        lines.append(paired_difference(runs, loss, baseline, "nll", "T-scaled test NLL", 1.0,
+                                       " nats", "scaled", digits=4))
+    return lines
+
+
 def with_edge_mark(value: float, axis: str, chosen: dict, tried: list[dict], bounds: dict) -> str:
     """``value``, marked when it sits at an end of the values tried along ``axis``: "(edge)",
     or "(edge, bound)" when the next step lies outside the axis's bounds."""
@@ -331,8 +341,9 @@ def render(experiment: dict, runs: dict) -> str:
             "test NLL per token (the log of the perplexity):",
             "",
         ]
-        lines += [paired_difference(runs, a, b, "nll", "test NLL", 1.0, " nats")
-                  for a, b in PAIRED if a in runs and b in runs]
+        for a, b in PAIRED:
+            if a in runs and b in runs:
+                lines += nll_differences(runs, a, b)
     else:
         lines += [
             "de Brebisson & Vincent (2016) report, with 10 classes, log-Taylor < log-spherical < "
@@ -342,10 +353,7 @@ def render(experiment: dict, runs: dict) -> str:
         for a, b in PAIRED:
             if a in runs and b in runs:
                 lines += [paired_difference(runs, a, b), *per_example_difference(runs, a, b),
-                          paired_difference(runs, a, b, "nll", "test NLL", 1.0, " nats", digits=4)]
-                if runs[a]["scaled"] and runs[b]["scaled"]:
-                    lines.append(paired_difference(runs, a, b, "nll", "T-scaled test NLL", 1.0,
-                                                   " nats", "scaled", digits=4))
+                          *nll_differences(runs, a, b)]
         baseline = PAIRED[0][1]
         others = [loss for loss in runs if loss != baseline and loss not in dict(PAIRED)]
         if baseline in runs and others:

@@ -140,6 +140,7 @@ def test_tiny_language_model_study_end_to_end(tmp_path, capsys):
     for vocabulary, num_classes in (("10", 12), ("100", 102)):
         directory = tmp_path / f"wordnet-{vocabulary}"
         table = (directory / "table.md").read_text()
+        ends_by_seed = {}
         for loss in ("log-softmax", "log-taylor-2"):
             records = [json.loads(line) for line in
                        (directory / "runs" / loss / "final" / "metrics.jsonl").read_text().splitlines()]
@@ -159,6 +160,12 @@ def test_tiny_language_model_study_end_to_end(tmp_path, capsys):
             row = next(line for line in by_frequency.splitlines() if line.startswith(f"| {loss} |"))
             assert row.split("|")[2].strip() == f"{np.mean(frequent):.1f} +- {np.std(frequent, ddof=1):.1f}"
             assert sum(ends[0]["test"]["bucket_count"]) == ends[0]["test"]["examples"]
+            ends_by_seed[loss] = {r["seed"]: r for r in ends}
+        claim = table.split("## Does the paper's claim hold here?")[1].split("##")[0]
+        for records, what in (("test", "test NLL"), ("test_scaled", "T-scaled test NLL")):
+            difference = np.mean([ends_by_seed["log-taylor-2"][seed][records]["nll"]
+                                  - ends_by_seed["log-softmax"][seed][records]["nll"] for seed in (0, 1)])
+            assert f"log-taylor-2 minus log-softmax, {what}: {difference:+.4f} nats" in claim
         assert "| *unigram* |" in by_frequency
         squared = next(line for line in table.splitlines() if line.startswith("| squared-error |"))
         assert squared.split("|")[4].strip() == "-"  # no perplexity without a distribution
