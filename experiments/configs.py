@@ -235,13 +235,14 @@ def wordnet_linear() -> Config:
     """The full-vocabulary WordNet language model (59,335 words with </s> and <unk>) trained
     with Adam through the linear losses, so that every loss shares one optimizer without
     building the (batch, D) logits; ``wordnet-lm``'s model and protocol on a fixed 200,000
-    training windows (cut for time), with log-softmax through the dense logits timed beside.
+    training windows (cut for time) and up to 200 epochs (as many steps as ``wordnet-lm``'s
+    slowest models needed), with log-softmax through the dense logits timed beside.
 
     Command: ``python -m experiments run wordnet-linear`` (planned at about 20 hours on 2 CPU
     cores, over several sittings: see the README's compute plan; resumable).
     Writes ``results/wordnet-linear/`` (table with memory and tokens per second, plots, runs).
     """
-    return _wordnet("wordnet-linear", "full", 200_000)
+    return dataclasses.replace(_wordnet("wordnet-linear", "full", 200_000), max_epochs=200)
 
 
 TEACHERS = {
