@@ -238,8 +238,9 @@ def wordnet_linear() -> Config:
     training windows (cut for time) and up to 200 epochs (as many steps as ``wordnet-lm``'s
     slowest models needed), with log-softmax through the dense logits timed beside.
 
-    Command: ``python -m experiments run wordnet-linear`` (planned at about 20 hours on 2 CPU
-    cores, over several sittings: see the README's compute plan; resumable).
+    Command: ``python -m experiments run wordnet-linear`` (planned at 20 hours or more on 2 CPU
+    cores, over several sittings: the README's compute plan says why it may take several
+    times that; resumable).
     Writes ``results/wordnet-linear/`` (table with memory and tokens per second, plots, runs).
     """
     return dataclasses.replace(_wordnet("wordnet-linear", "full", 200_000), max_epochs=200)

@@ -223,7 +223,8 @@ def render(experiment: dict, runs: dict) -> str:
         f"the effective config in `config.json`, made by `{command}`.",
         f"Test-set metrics, mean +- std over {len(seeds)} seeds ({', '.join(map(str, seeds))}), "
         f"{_budget(config)}"
-        + (f", on the first {config['train_subset']:,} training examples in the data set's fixed order"
+        + (f", on the first {config['train_subset']:,} training examples in the data set's "
+           "fixed order"
            if config.get("train_subset") else "")
         + f". Each loss's learning rate (starting from {list(config['learning_rates'])}) and "
         "hyperparameters were chosen on the validation split, widening the grids past a chosen end "
@@ -334,6 +335,7 @@ def render(experiment: dict, runs: dict) -> str:
         "## Does the paper's claim hold here?",
         "",
     ]
+    compared = [(a, b) for a, b in PAIRED if a in runs and b in runs]
     if language_model:
         lines += [
             "de Brebisson & Vincent (2016) report that with many classes (Penn Treebank, 10k words) "
@@ -341,19 +343,17 @@ def render(experiment: dict, runs: dict) -> str:
             "test NLL per token (the log of the perplexity):",
             "",
         ]
-        for a, b in PAIRED:
-            if a in runs and b in runs:
-                lines += nll_differences(runs, a, b)
+        for a, b in compared:
+            lines += nll_differences(runs, a, b)
     else:
         lines += [
             "de Brebisson & Vincent (2016) report, with 10 classes, log-Taylor < log-spherical < "
             "log-softmax in test error. Paired by seed:",
             "",
         ]
-        for a, b in PAIRED:
-            if a in runs and b in runs:
-                lines += [paired_difference(runs, a, b), *per_example_difference(runs, a, b),
-                          *nll_differences(runs, a, b)]
+        for a, b in compared:
+            lines += [paired_difference(runs, a, b), *per_example_difference(runs, a, b),
+                      *nll_differences(runs, a, b)]
         baseline = PAIRED[0][1]
         others = [loss for loss in runs if loss != baseline and loss not in dict(PAIRED)]
         if baseline in runs and others:
