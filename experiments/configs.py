@@ -235,11 +235,12 @@ def wordnet_linear() -> Config:
     """The full-vocabulary WordNet language model (59,335 words with </s> and <unk>) trained
     with Adam through the linear losses, so that every loss shares one optimizer without
     building the (batch, D) logits; ``wordnet-lm``'s model and protocol on a fixed 200,000
-    training windows (cut for time), with log-softmax through the dense logits timed beside.
-    Batch 1024, not 256: a spherical-family step costs about the same at either size (two
-    O(V d^2) products with the (d, V) kernel), so its epoch is 4 times cheaper. log-spherical's
-    epsilon starts at 10, where ``wordnet-lm``'s tuning had its lowest validation perplexity
-    when this was set (2026-12-01, before its tuning ended), and may widen up to 1000.
+    training windows (cut for time) and up to 200 epochs, with log-softmax through the dense
+    logits timed beside. Batch 1024, not 256: a spherical-family step costs about the same at
+    either size (two O(V d^2) products with the (d, V) kernel), so its epoch is 4 times
+    cheaper. log-spherical's epsilon starts at 10, where ``wordnet-lm``'s tuning had its
+    lowest validation perplexity when this was set (2026-12-01, before its tuning ended), and
+    may widen up to 1000.
 
     Command: ``python -m experiments run wordnet-linear`` (15-17 hours on 2 CPU cores,
     over several sittings: see the README's compute plan; resumable).
