@@ -298,23 +298,6 @@ def output_size_taylor_teacher() -> tuple[Config, ...]:
     return _output_size("taylor-teacher")
 
 
-def wordnet_factored() -> Config:
-    """The factored output layer in use: the full-vocabulary WordNet language model (the
-    5-gram model of ``wordnet-lm``, 3 epochs over a fixed 50,000 training windows) trained by
-    plain SGD, with the output layer of log-Taylor, log-spherical, Z-loss and squared error
-    trained by softfam's factored layer (exact, O(d^2) per token) and log-softmax's by the
-    dense layer; 3 seeds. It predates the comparison protocol (see its table).
-
-    Command: ``python -m experiments run wordnet-factored`` (64 minutes on 2 CPU cores, part
-    of it shared with a test run; most of it is evaluation and the dense log-softmax).
-    Writes ``results/wordnet-factored/``: table (with seconds per epoch), learning curves.
-    """
-    return Config(name="wordnet-factored", dataset="wordnet-full", model="ngram", widths=(32, 128),
-                  losses=MANY_CLASS_LOSSES, learning_rates=(0.1, 0.3, 1.0), max_epochs=3,
-                  batch_size=256, seeds=(0, 1, 2), train_subset=50_000, optimizer="sgd",
-                  output_layer="factored", description=WORDNET)
-
-
 def tiny_lm() -> tuple[Config, ...]:
     """A seconds-long end-to-end check of the language-model path (used by the tests):
     WordNet with vocabularies of 10 and 100 words, 3 losses, 2 seeds, 512 windows.
@@ -341,7 +324,6 @@ CONFIGS: dict[str, Callable[[], Union[Config, tuple[Config, ...]]]] = {
     "output-size-softmax-teacher": output_size_softmax_teacher,
     "output-size-taylor-teacher": output_size_taylor_teacher,
     "tiny-lm": tiny_lm,
-    "wordnet-factored": wordnet_factored,
 }
 
 
