@@ -55,7 +55,8 @@ from experiments.configs import Config
 from experiments.data import Dataset, Split
 from experiments.io import write_json_atomically
 
-EVAL_CHUNK = 1000  # examples per evaluation step
+EVAL_CHUNK = 1000  # examples per evaluation step, fewer where their logits would exceed
+EVAL_LOGITS = 2**24  # this many (64 MiB in float32; 282 examples at 59,335 classes)
 CHECKPOINT_SECONDS = 30.0  # a model in training is saved at most this often (and at its end)
 OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd}
 
@@ -216,7 +217,8 @@ class Trainer:
         devices, padded with weight-0 examples; made once per split."""
         if id(split) not in self._chunks:
             n = split.labels.shape[0]
-            chunk = -(-min(EVAL_CHUNK, n) // self.mesh.size) * self.mesh.size  # shards evenly
+            chunk = min(EVAL_CHUNK, max(1, EVAL_LOGITS // self.num_classes), n)
+            chunk = -(-chunk // self.mesh.size) * self.mesh.size  # shards evenly
             chunks = -(-n // chunk)
             pad = chunks * chunk - n
 

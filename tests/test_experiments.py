@@ -638,6 +638,25 @@ def test_the_temperature_search_follows_the_minimum_past_its_first_interval(best
     assert np.log(temperature) == pytest.approx(np.log(best), abs=2e-3)
 
 
+def test_evaluation_in_chunks_bounded_by_their_logits_sums_every_example_once(digits, monkeypatch):
+    """With at most 70 examples' logits per chunk, the validation split (not a multiple of 70)
+    is padded into chunks of 70, and its NLL and error equal NumPy's over the whole split."""
+    monkeypatch.setattr(train, "EVAL_LOGITS", 70 * digits.num_classes + 5)
+    trainer = train.trainer(tiny_config(), "log-softmax", digits)
+    state = trainer.init(jnp.int32(0), jnp.float32(3e-3))
+    state, _ = trainer.train_epoch(state, jnp.int32(0), {})
+    images = trainer._device_chunks(digits.valid)[0]
+    assert images.shape[1] == 70 and len(digits.valid.labels) % 70 != 0
+
+    logits = np.asarray(trainer.model.apply(state["params"], digits.valid.images), np.float64)
+    log_probs = logits - logits.max(1, keepdims=True)
+    log_probs -= np.log(np.exp(log_probs).sum(1, keepdims=True))
+    labels = digits.valid.labels
+    summary = trainer.evaluate(state["params"], {}, digits.valid)
+    assert summary["nll"] == pytest.approx(-np.mean(log_probs[np.arange(len(labels)), labels]), rel=1e-5)
+    assert summary["error"] == pytest.approx(np.mean(logits.argmax(1) != labels), abs=1e-7)
+
+
 @pytest.mark.parametrize("logit_scale", [1.0, 1e3, 1e-3])  # the optimum far outside [0.05, 20]
 def test_the_fitted_temperature_minimises_the_validation_nll(digits, logit_scale):
     trainer = train.trainer(tiny_config(), "log-softmax", digits)
