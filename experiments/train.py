@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 from experiments import losses, metrics, models
 from experiments.configs import Config
 from experiments.data import Dataset, Split
-from experiments.io import write_json_atomically
+from experiments.io import write_json_atomically, write_text_atomically
 
 EVAL_CHUNK = 1000  # examples per evaluation step, fewer where their logits would exceed
 EVAL_LOGITS = 2**24  # this many (64 MiB in float32; 282 examples at 59,335 classes)
@@ -344,6 +344,17 @@ def read_records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in complete.splitlines()]
 
 
+def _forget_epochs_after(run_dir: Path, identity: dict, epoch: int) -> None:
+    """Removes the valid records of model ``identity`` after ``epoch`` from the run's file."""
+    def later(record):
+        return (record["split"] == "valid" and record["epoch"] > epoch
+                and all(record[k] == v for k, v in identity.items()))
+
+    path = Path(run_dir) / "metrics.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    write_text_atomically(path, "".join(line for line in lines if not later(json.loads(line))))
+
+
 class _Checkpoints:
     """Orbax checkpoints of the model in training: its state and its best parameters so far."""
 
@@ -378,7 +389,10 @@ class _Checkpoints:
 
 def _train_model(trainer: Trainer, run: Run, model_index: int, run_dir: Path, data: Dataset,
                  records: list[dict], progress) -> list[dict]:
-    """Trains (or resumes) one model of ``run``; returns its records, appended as it goes."""
+    """Trains (or resumes) one model of ``run``; returns its records, appended as it goes.
+    It resumes from its latest checkpoint (or epoch 0 without one); records of later epochs
+    are removed and made again, so that every record describes the model that goes on (on
+    another machine, retrained epochs can come out differently)."""
     config = trainer.config
     learning_rate, seed = run.grid[model_index]
     identity = {"learning_rate": learning_rate, "seed": seed}
@@ -392,6 +406,9 @@ def _train_model(trainer: Trainer, run: Run, model_index: int, run_dir: Path, da
         epoch = restored_epoch
         state, best_params = (jax.device_put(restored[k], trainer.replicated) for k in ("state", "best"))
     valid = [r for r in records if r["split"] == "valid"]
+    if len(valid) > epoch:
+        _forget_epochs_after(run_dir, identity, epoch)
+        valid = valid[:epoch]
     metric = trainer.loss.stopping_metric
     best = min(valid[:epoch], key=metric, default=None)
     diverged = False
@@ -408,9 +425,8 @@ def _train_model(trainer: Trainer, run: Run, model_index: int, run_dir: Path, da
         record = {"split": "valid", **identity, "epoch": epoch, "train_loss": train_loss,
                   "train_seconds": seconds,
                   "train_examples": trainer.steps_per_epoch * config.batch_size, **summary}
-        if epoch > len(valid):  # not yet recorded before an interruption
-            _append(run_dir / "metrics.jsonl", record)
-            valid.append(record)
+        _append(run_dir / "metrics.jsonl", record)
+        valid.append(record)
         progress.update()
         if not math.isfinite(train_loss):
             diverged = True

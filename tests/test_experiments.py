@@ -380,6 +380,24 @@ def test_a_killed_run_resumes_to_the_uninterrupted_numbers(tmp_path):
     assert not any(checkpoints.glob("model-*"))  # finished models need no checkpoint
 
 
+def test_epochs_recorded_past_the_checkpoint_are_made_again_not_mixed(tmp_path, digits):
+    """Records of epochs the checkpoint does not hold (here: a lost checkpoint, and records
+    another machine would have computed differently) are replaced by the retrained model's;
+    the other model's records stay as they were."""
+    whole = run_tiny(tmp_path / "whole", digits)
+    lines = (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines(keepends=True)
+    seed_0 = [line for line in lines if json.loads(line)["seed"] == 0]
+    seed_1 = [json.loads(line) for line in lines if json.loads(line)["seed"] == 1]
+    foreign = [json.dumps({**record, "nll": 99.0}) + "\n" for record in seed_1[:2]]  # epochs 1, 2
+    (tmp_path / "resumed").mkdir()
+    (tmp_path / "resumed" / "metrics.jsonl").write_text("".join(seed_0 + foreign))
+    resumed = run_tiny(tmp_path / "resumed", digits)
+    assert not any(r.get("nll") == 99.0 for r in read_metrics(tmp_path / "resumed"))
+    assert (tmp_path / "resumed" / "metrics.jsonl").read_text().startswith("".join(seed_0))
+    key = lambda r: (r["seed"], r["split"], r.get("epoch", 0))
+    assert sorted(without_timings(resumed), key=key) == sorted(without_timings(whole), key=key)
+
+
 def test_two_sharded_devices_give_the_single_device_numbers(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     assert run_script(tmp_path / "two", 2, env).wait() == 0
