@@ -410,7 +410,7 @@ def _train_model(trainer: Trainer, run: Run, model_index: int, run_dir: Path, da
         _forget_epochs_after(run_dir, identity, epoch)
         valid = valid[:epoch]
     metric = trainer.loss.stopping_metric
-    best = min(valid[:epoch], key=metric, default=None)
+    best = min(valid, key=metric, default=None)
     diverged = False
     last_saved = time.monotonic()
     while epoch < config.max_epochs:
