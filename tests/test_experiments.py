@@ -656,6 +656,13 @@ def test_the_temperature_search_follows_the_minimum_past_its_first_interval(best
     assert np.log(temperature) == pytest.approx(np.log(best), abs=2e-3)
 
 
+def log_softmax_float64(logits):
+    """NumPy's float64 log-softmax over the last axis: the reference of the evaluation tests."""
+    logits = np.asarray(logits, np.float64)
+    shifted = logits - logits.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
 def test_evaluation_in_chunks_bounded_by_their_logits_sums_every_example_once(digits, monkeypatch):
     """With at most 70 examples' logits per chunk, the validation split (not a multiple of 70)
     is padded into chunks of 70, and its NLL and error equal NumPy's over the whole split."""
@@ -667,8 +674,7 @@ def test_evaluation_in_chunks_bounded_by_their_logits_sums_every_example_once(di
     assert images.shape[1] == 70 and len(digits.valid.labels) % 70 != 0
 
     logits = np.asarray(trainer.model.apply(state["params"], digits.valid.images), np.float64)
-    log_probs = logits - logits.max(1, keepdims=True)
-    log_probs -= np.log(np.exp(log_probs).sum(1, keepdims=True))
+    log_probs = log_softmax_float64(logits)
     labels = digits.valid.labels
     summary = trainer.evaluate(state["params"], {}, digits.valid)
     assert summary["nll"] == pytest.approx(-np.mean(log_probs[np.arange(len(labels)), labels]), rel=1e-5)
@@ -687,8 +693,7 @@ def test_the_fitted_temperature_minimises_the_validation_nll(digits, logit_scale
 
     def reference_nll(t):  # NumPy float64 log-softmax of the logits / t
         logits = np.asarray(trainer.model.apply(params, digits.valid.images), np.float64) / t
-        logits -= logits.max(1, keepdims=True)
-        log_probs = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+        log_probs = log_softmax_float64(logits)
         return -np.mean(log_probs[np.arange(len(logits)), digits.valid.labels])
 
     assert trainer.evaluate(params, {}, digits.valid, temperature)["nll"] == pytest.approx(
