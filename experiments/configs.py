@@ -242,7 +242,7 @@ def wordnet_linear() -> Config:
     lowest validation perplexity when this was set (2026-12-01, before its tuning ended), and
     may widen up to 1000.
 
-    Command: ``python -m experiments run wordnet-linear`` (15-17 hours on 2 CPU cores,
+    Command: ``python -m experiments run wordnet-linear`` (17-20 hours on 2 CPU cores,
     over several sittings: see the README's compute plan; resumable).
     Writes ``results/wordnet-linear/`` (table with memory and tokens per second, plots, runs).
     """
