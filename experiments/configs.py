@@ -224,7 +224,7 @@ def wordnet_lm() -> Config:
     3 up to 50 epochs; 2 tuning seeds, 5 final seeds, 5 losses, each through its linear loss
     (the dense loss's values and gradients without the logits).
 
-    Command: ``python -m experiments run wordnet-lm`` (about 17 hours on 2 CPU cores,
+    Command: ``python -m experiments run wordnet-lm`` (26 hours of training on 2 CPU cores,
     over several sittings: see the README's compute plan; resumable).
     Writes ``results/wordnet-lm/`` (table with perplexity by word frequency, plots, runs).
     """
