@@ -61,8 +61,9 @@ all-reduces (a ring all-reduce over ``k`` devices sends ``2 (k - 1) / k`` times 
 
 - Over the vocabulary axes, forward: ``3 n c`` bytes (the blocked losses: the partial
   log-partitions' maximum and sum, and the target's logit; the statistics losses: ``s``,
-  ``q`` and the target's logit); ``n c`` more with ``label_smoothing`` (the sum of the
-  log-scores), and ``4 n`` bytes more with ``class_where`` (whether the target is included).
+  ``q`` and the target's logit, ``2 n c`` for the spherical softmax and the squared error,
+  which do not use ``s``); ``n c`` more with ``label_smoothing`` (the sum of the log-scores),
+  and ``4 n`` bytes more with ``class_where`` (whether the target is included).
 - Over the vocabulary axes, backward: ``n d`` elements of ``hidden``'s gradient, in its dtype.
 - Over the example axes, backward: the kernel's and the bias's gradients, ``(d + 1) v``
   elements in their dtype: the reduction that data parallelism always needs.
@@ -150,13 +151,16 @@ class _Shard(NamedTuple):
 
 
 def _shard(arrays: dict, num_classes: int) -> _Shard:
+    """The flattened inputs, the floating ones cast to vary over the same manual axes: each
+    enters the computation through one cast, so that its gradient is reduced once."""
     hidden, labels, where = arrays["hidden"], arrays["labels"], arrays["where"]
     shape = labels.shape
     labels, where = labels.reshape(-1), where.reshape(-1)
     label_is_valid = (labels >= 0) & (labels < num_classes)
-    return _Shard(hidden.reshape(-1, hidden.shape[-1]), arrays["weights"], arrays["bias"],
-                  arrays.get("class_where"), jnp.where(label_is_valid & where, labels, 0),
-                  label_is_valid, where, shape)
+    hidden, weights, bias = _vary_alike(hidden.reshape(-1, hidden.shape[-1]), arrays["weights"],
+                                        arrays["bias"])
+    return _Shard(hidden, weights, bias, arrays.get("class_where"),
+                  jnp.where(label_is_valid & where, labels, 0), label_is_valid, where, shape)
 
 
 def _target_logit(shard: _Shard, axes: tuple[str, ...]) -> tuple[jax.Array, jax.Array]:
@@ -169,9 +173,10 @@ def _target_logit(shard: _Shard, axes: tuple[str, ...]) -> tuple[jax.Array, jax.
     local = jnp.where(here, local, 0)
     columns = jnp.take(shard.weights, local, axis=1).T.astype(dtype)
     logit = jnp.sum(shard.hidden.astype(dtype) * columns, -1) + shard.bias[local].astype(dtype)
-    included = here if shard.class_where is None else here & shard.class_where[local]
-    return (_sum_over(jnp.where(here, logit, 0), axes),
-            _sum_over(included.astype(jnp.int32), axes) > 0)
+    logit = _sum_over(jnp.where(here, logit, 0), axes)
+    if shard.class_where is None:  # a valid label is on exactly one device
+        return logit, jnp.ones(logit.shape, bool)
+    return logit, _sum_over((here & shard.class_where[local]).astype(jnp.int32), axes) > 0
 
 
 def _finish(loss: jax.Array, shard: _Shard, target_included: jax.Array, dtype) -> jax.Array:
@@ -238,7 +243,7 @@ def _statistics_core(loss: _StatisticsLoss, axes, num_classes, arrays, hyperpara
         included = jnp.sum(shard.class_where, dtype=dtype)
     else:
         included = jnp.asarray(weights.shape[1], dtype)
-    s, q = _linear_statistics(*_vary_alike(shard.hidden, weights, bias))
+    s, q = _linear_statistics(shard.hidden, weights, bias)
     s, q, classes = _sum_over(s, axes), _sum_over(q, axes), _sum_over(included, axes)
     target_logit, target_included = _target_logit(shard, axes)
     member = hyperparameters["member"]
@@ -312,7 +317,8 @@ def _log_partition_forward(hidden, weights, bias, class_where, cap, log_score, b
         return new_top, total, log_f_sum + _included_sum(log_f)
 
     n = hidden.shape[0]
-    running = (jnp.full(n, -jnp.inf, dtype), jnp.zeros(n, dtype), jnp.zeros(n, dtype))
+    running = _vary_alike(hidden, jnp.full(n, -jnp.inf, dtype), jnp.zeros(n, dtype),
+                          jnp.zeros(n, dtype))[1:]
     running, _ = lax.scan(lambda r, i: (add_block(r, i * block_size, block_size), None),
                           running, jnp.arange(full))
     if rest:
@@ -348,8 +354,8 @@ def _log_partition_backward(log_score, block_size, residuals, cotangents):
                 lax.dynamic_update_slice_in_dim(d_weights, d_w, i * block_size, axis=1),
                 lax.dynamic_update_slice_in_dim(d_bias, d_b, i * block_size, axis=0)), None
 
-    carry = (jnp.zeros(h.shape, dtype), jnp.zeros(weights.shape, dtype),
-             jnp.zeros(bias.shape, dtype))
+    carry = _vary_alike(h, jnp.zeros(h.shape, dtype), jnp.zeros(weights.shape, dtype),
+                        jnp.zeros(bias.shape, dtype))[1:]
     (d_hidden, d_weights, d_bias), _ = lax.scan(scan_block, carry, jnp.arange(full))
     if rest:
         start = full * block_size
@@ -366,11 +372,11 @@ _log_partition.defvjp(_log_partition_forward, _log_partition_backward)
 def _blocked_core(log_score: Callable, block_size: int, axes, num_classes, arrays, hyperparameters):
     shard = _shard(arrays, num_classes)
     cap = hyperparameters.get("logit_soft_cap")
-    inputs = (shard.hidden, shard.weights, shard.bias, shard.class_where, cap)
-    present = [x for x in inputs if x is not None]
-    aligned = iter(_vary_alike(*present))
-    inputs = [None if x is None else next(aligned) for x in inputs]
-    local_log_z, local_log_f_sum = _log_partition(*inputs, log_score, min(block_size, shard.weights.shape[1]))
+    local_log_z, local_log_f_sum = _log_partition(
+        shard.hidden, shard.weights, shard.bias,
+        *(None if x is None else _vary_alike(shard.hidden, jnp.asarray(x))[1]
+          for x in (shard.class_where, cap)),
+        log_score, min(block_size, shard.weights.shape[1]))
     log_z = _log_sum_over(local_log_z, axes)
     target_logit, target_included = _target_logit(shard, axes)
     target_log_f = _block_log_scores(target_logit[:, None], None, cap, 0, log_score)[:, 0]

@@ -1,0 +1,142 @@
+"""The measurements behind tests/test_sharding.py, run in a process of its own with 8 host
+CPU devices: ``python -m tests.sharding_worker OUTPUT.json`` (test_sharding sets XLA_FLAGS
+before this process starts JAX; the rest of the suite runs on 1 device).
+
+For every linear loss, on a 2 x 4 mesh (examples over ``data``, classes over ``model``), in
+float64: the values and the gradients for hidden, weights and bias under GSPMD (``jax.jit`` of
+sharded inputs) and under ``shard_map`` (``axis_name="model"``), each against the
+single-device call; the shapes of the compiled program's all-gathers and all-reduces; the
+sharding of the kernel's gradient. Nothing here asserts: the tests do, on the JSON written.
+"""
+
+import functools
+import json
+import re
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import softfam
+
+EXAMPLES, HIDDEN, CLASSES, BLOCK = 8, 6, 32, 3  # 8 classes per device: 2 blocks of 3 and one of 2
+MESH_SHAPE = (2, 4)
+
+LOSSES = {  # name: (loss, keywords)
+    "softmax": (softfam.linear_softmax_cross_entropy_with_integer_labels, dict(block_size=BLOCK)),
+    "taylor-2": (softfam.linear_taylor_softmax_cross_entropy_with_integer_labels, {}),
+    "taylor-4": (softfam.linear_taylor_softmax_cross_entropy_with_integer_labels,
+                 dict(order=4, block_size=BLOCK)),
+    "spherical": (softfam.linear_spherical_softmax_cross_entropy_with_integer_labels,
+                  dict(epsilon=0.1)),
+    "squared-error": (softfam.linear_squared_error_with_integer_labels, {}),
+    "z-loss": (softfam.linear_z_loss_with_integer_labels, dict(a=2.0, b=1.5)),
+    # the keywords, sharded: vocabulary padding (the last 5 classes), cap, penalty, smoothing
+    "softmax-keywords": (softfam.linear_softmax_cross_entropy_with_integer_labels,
+                         dict(block_size=BLOCK, logit_soft_cap=2.0, log_normalizer_penalty=0.1,
+                              label_smoothing=0.2, class_where="padded")),
+    "taylor-4-keywords": (softfam.linear_taylor_softmax_cross_entropy_with_integer_labels,
+                          dict(order=4, block_size=BLOCK, logit_soft_cap=1.5,
+                               log_normalizer_penalty=0.1, class_where="padded")),
+    "spherical-keywords": (softfam.linear_spherical_softmax_cross_entropy_with_integer_labels,
+                           dict(epsilon=0.1, log_normalizer_penalty=0.1, class_where="padded")),
+    "taylor-2-keywords": (softfam.linear_taylor_softmax_cross_entropy_with_integer_labels,
+                          dict(log_normalizer_penalty=0.1, class_where="padded")),
+}
+
+
+def inputs():
+    rng = np.random.default_rng(0)
+    hidden = rng.normal(size=(EXAMPLES, HIDDEN))
+    weights = rng.normal(size=(HIDDEN, CLASSES)) / np.sqrt(HIDDEN)
+    bias = rng.normal(size=CLASSES) / 2
+    labels = rng.integers(0, CLASSES - 5, EXAMPLES)  # padded classes are never targets
+    where = np.ones(EXAMPLES, bool)
+    where[3] = False
+    return dict(hidden=hidden, weights=weights, labels=labels.astype(np.int32), bias=bias,
+                where=where)
+
+
+def bound(name):
+    """The loss with its keywords bound, and its (V,) ``class_where`` or None."""
+    loss, keywords = LOSSES[name]
+    keywords = dict(keywords)
+    class_where = None
+    if keywords.pop("class_where", None) == "padded":
+        class_where = np.arange(CLASSES) < CLASSES - 5
+    return functools.partial(loss, **keywords), class_where
+
+
+def value_and_grads(per_example):
+    """``per_example(hidden, weights, labels, bias, where)`` -> (values, grads of their sum)."""
+    def total(hidden, weights, bias, labels, where):
+        values = per_example(hidden, weights, labels, bias, where)
+        return jnp.sum(values), values
+
+    return jax.jit(jax.value_and_grad(total, (0, 1, 2), has_aux=True))
+
+
+def collectives(compiled_text: str) -> dict:
+    """The result shapes of each kind of collective in an optimized HLO module."""
+    found = {}
+    for kind in ("all-gather", "all-reduce", "all-to-all", "collective-permute", "reduce-scatter"):
+        pattern = rf"=\s*(\(?[^=]*?\)?)\s+{kind}(?:-start)?\("
+        found[kind] = [shape.strip() for shape in re.findall(pattern, compiled_text)]
+    return found
+
+
+def measure(name, mesh, arrays):
+    loss, class_where = bound(name)
+    per_example = functools.partial(loss, class_where=class_where)
+    args = (arrays["hidden"], arrays["weights"], arrays["bias"], arrays["labels"], arrays["where"])
+    (_, values), grads = value_and_grads(per_example)(*args)
+    reference = [np.asarray(values)] + [np.asarray(g) for g in grads]
+
+    specs = dict(hidden=P("data", None), weights=P(None, "model"), bias=P("model"),
+                 labels=P("data"), where=P("data"))
+    sharded = {k: jax.device_put(v, NamedSharding(mesh, specs[k])) for k, v in arrays.items()}
+    sharded_args = tuple(sharded[k] for k in ("hidden", "weights", "bias", "labels", "where"))
+    results = {}
+    gspmd = value_and_grads(per_example)
+    local_class_where = None if class_where is None else jax.device_put(
+        class_where, NamedSharding(mesh, P("model")))
+
+    def on_each_device(hidden, weights, labels, bias, where, class_where):
+        return loss(hidden, weights, labels, bias, where, class_where=class_where, axis_name="model")
+
+    shard_map = value_and_grads(lambda *args: jax.shard_map(
+        on_each_device, mesh=mesh,
+        in_specs=(specs["hidden"], specs["weights"], specs["labels"], specs["bias"], specs["where"],
+                  P("model")),
+        out_specs=P("data"))(*args, local_class_where))
+    for way, program in (("gspmd", gspmd), ("shard_map", shard_map)):
+        (_, values), grads = program(*sharded_args)
+        outputs = [np.asarray(values)] + [np.asarray(g) for g in grads]
+        errors = [float(np.max(np.abs(a - b)) / np.max(np.abs(b))) for a, b in zip(outputs, reference)]
+        text = program.lower(*sharded_args).compile().as_text()
+        results[way] = dict(
+            errors=dict(zip(("values", "hidden", "weights", "bias"), errors)),
+            collectives=collectives(text),
+            weights_grad_spec=str(grads[1].sharding.spec),
+            weights_spec=str(sharded["weights"].sharding.spec),
+            weights_grad_shard_shape=list(grads[1].addressable_shards[0].data.shape),
+            devices=len(grads[1].sharding.device_set),
+        )
+    return results
+
+
+def main(output: str) -> None:
+    jax.config.update("jax_enable_x64", True)
+    mesh = jax.make_mesh(MESH_SHAPE, ("data", "model"))
+    arrays = inputs()
+    report = dict(devices=jax.device_count(), shapes=dict(examples=EXAMPLES, hidden=HIDDEN, classes=CLASSES),
+                  losses={name: measure(name, mesh, arrays) for name in LOSSES})
+    with open(output, "w") as file:
+        json.dump(report, file, indent=1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

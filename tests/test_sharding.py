@@ -1,0 +1,78 @@
+"""The linear losses on 8 host CPU devices, a 2 x 4 mesh (examples over ``data``, classes
+over ``model``), under GSPMD and under ``shard_map``, against the single-device call.
+
+The devices exist only in a process started with XLA_FLAGS set before JAX starts
+(tests/sharding_worker.py, run once for this module); the assertions are here."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import sharding_worker
+
+ROOT = Path(__file__).resolve().parents[1]
+WAYS = ("gspmd", "shard_map")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    output = tmp_path_factory.mktemp("sharding") / "report.json"
+    environment = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+                       JAX_PLATFORMS="cpu")
+    subprocess.run([sys.executable, "-m", "tests.sharding_worker", str(output)], cwd=ROOT,
+                   env=environment, check=True, timeout=900)
+    return json.loads(output.read_text())
+
+
+def test_the_worker_ran_on_eight_devices(report):
+    assert report["devices"] == 8
+
+
+@pytest.mark.parametrize("way", WAYS)
+@pytest.mark.parametrize("name", sharding_worker.LOSSES)
+def test_values_and_gradients_equal_the_single_device_call(report, name, way):
+    errors = report["losses"][name][way]["errors"]
+    assert set(errors) == {"values", "hidden", "weights", "bias"}
+    assert max(errors.values()) < 1e-10, errors
+
+
+@pytest.mark.parametrize("way", WAYS)
+@pytest.mark.parametrize("name", sharding_worker.LOSSES)
+def test_no_device_gathers_the_kernel_and_its_gradient_is_sharded_like_it(report, name, way):
+    result = report["losses"][name][way]
+    assert result["collectives"]["all-gather"] == []
+    assert result["collectives"]["all-to-all"] == []
+    assert result["weights_grad_spec"] == result["weights_spec"] == "P(None, 'model')"
+    d, v = sharding_worker.HIDDEN, sharding_worker.CLASSES
+    assert result["weights_grad_shard_shape"] == [d, v // 4] and result["devices"] == 8
+
+
+def elements(shapes: str) -> int:
+    """The number of elements of an HLO result shape such as ``(f64[4]{0}, f64[4,6]{1,0})``."""
+    total = 0
+    for dims in re.findall(r"[a-z0-9]+\[([0-9,]*)\]", shapes):
+        size = 1
+        for dim in filter(None, dims.split(",")):
+            size *= int(dim)
+        total += size
+    return total
+
+
+@pytest.mark.parametrize("way", WAYS)
+@pytest.mark.parametrize("name", sharding_worker.LOSSES)
+def test_the_devices_exchange_what_the_docstring_states(report, name, way):
+    """softfam._linear's notes: per device, at most 3 n numbers forward (n more with label
+    smoothing, n more with class_where; the spherical softmax and the squared error do not use
+    s), n d for hidden's gradient, (d + 1) v for the kernel's and the bias's, and the scalar
+    loss this test sums; a scalar or two besides (class counts)."""
+    n, d, v = sharding_worker.EXAMPLES // 2, sharding_worker.HIDDEN, sharding_worker.CLASSES // 4
+    _, keywords = sharding_worker.LOSSES[name]
+    forward = 3 * n + n * ("label_smoothing" in keywords) + n * ("class_where" in keywords)
+    stated = forward + n * d + (d + 1) * v + 1
+    exchanged = sum(elements(s) for s in report["losses"][name][way]["collectives"]["all-reduce"])
+    assert forward - n + n * d + (d + 1) * v <= exchanged <= stated + 2
