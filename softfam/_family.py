@@ -1,17 +1,27 @@
 """The normalizer family ``p_i = f(x_i) / sum_j f(x_j)``, written once.
 
-A member (``Member``) is its score ``f``: its log ``log f(x)``, stable for any finite x, and
-``f(x) / C``, ``f'(x) / C`` for a per-slice scale ``C`` chosen so that nothing overflows.
-Everything else is shared: the log-partition ``log Z = log sum_j f(x_j)`` and its derivative
-``f'(x_i) / Z``, probabilities, log-probabilities, masking, excluded classes, axis handling,
-the dtype policy, and the negative log-likelihood ``log Z - log f(x_c)``.
+A member (``Member``) is its score ``f > 0`` and its log-score ``log f``, each a function of
+the logits and of the member's hyperparameters (traced arrays, so that ``jit``, ``vmap`` and
+``grad`` see them like any other argument). Everything else is shared and written here once:
+the log-partition ``log Z = log sum_j f(x_j)``, the probabilities ``f(x_i) / Z``, the
+log-probabilities ``log f(x_i) - log Z``, their derivatives, masking, excluded classes, axis
+handling, the dtype policy and the negative log-likelihood ``log Z - log f(x_c)``.
+
+Two ways to the same numbers. The direct way sums the scores, ``S = sum_j f(x_j)``, and
+divides by it: two passes over the logits, the fewest possible, and no transcendental
+function for the polynomial members. It is exact when ``1 <= S < inf`` in every slice: no
+score overflowed, and a score that underflowed (``exp`` of a very negative logit) is off by
+less than the smallest normal float. Otherwise (huge logits, an excluded class whose score
+is not 0, a NaN, a fully excluded slice: all rare) the log-space way is taken for the whole
+batch, ``log Z = m + log sum_j exp(log f(x_j) - m)`` with ``m = max_j log f(x_j)``, exact for
+any finite logits. One scalar ``lax.cond`` picks the way; ``_choose`` is its only use.
 
 Excluded classes: ``where=False`` and a logit of -inf both exclude a class, with probability
-exactly 0 and an exactly zero gradient. Every member's score is 0 at -inf (softmax's by
-``exp(-inf) = 0``, the polynomial members' by their own mask), so the shared path masks only
-``where``; functions differentiated by autodiff take logits with 0 in place of excluded
-entries (the "double where"). A NaN or +inf among a slice's included logits makes that
-slice's outputs NaN.
+exactly 0 and an exactly zero gradient. The direct way masks only ``where``: a member's score
+at -inf is 0 (``exp``), and then -inf needs no mask, or +inf (the polynomials), and then
+``S = inf`` sends the batch the log-space way, which masks both. Derivatives are taken at
+logits with 0 in place of excluded entries (the "double where"). A NaN or +inf among a slice's
+included logits makes that slice's outputs NaN.
 
 Dtype policy: inputs of any floating dtype; work in at least float32; return the input dtype.
 """
@@ -20,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -37,76 +47,78 @@ def compute_dtype(dtype: jnp.dtype) -> jnp.dtype:
     return jnp.dtype(jnp.float64 if jnp.dtype(dtype) == jnp.float64 else jnp.float32)
 
 
-class Scaled(NamedTuple):
-    """``f(x) / C``, ``f'(x) / C`` and ``log(f(x) / C)`` for a per-slice scale ``C``; ``log C``
-    is gradient-free."""
-
-    scores: jax.Array
-    slopes: jax.Array
-    log_scores: jax.Array  # exact even where f(x) / C underflows
-    log_scale: jax.Array  # log C, kept as size 1 on the class axes
-
-
 class Member(NamedTuple):
-    """A normalizer of the family.
+    """A normalizer of the family, ``p_i = f(x_i) / sum_j f(x_j)``.
 
-    ``scaled(x, log_c)`` gives the scores for a scale ``C`` near ``e^log_c`` (members may
-    round it, and report the ``log C`` they used; given that back, they use it unchanged).
-    ``log_scale(logits, axes, where)`` is the scale tried first (it may be 0: ``C = 1``);
-    unless it bounds every score, ``fallback_log_scale(safe_logits, axes)`` does, and is used
-    for the slices whose sum of scores is not finite with the first.
+    ``score(x, *hyperparameters)`` is ``f(x) > 0`` elementwise; it may overflow to +inf for
+    huge ``|x|``, and at ``x = -inf`` it is 0 or +inf. ``log_score(x, *hyperparameters)`` is
+    ``log f(x)``, finite and accurate for every finite ``x`` (never the log of a score that
+    already overflowed or underflowed).
     """
 
-    log_score: Callable[[jax.Array], jax.Array]  # log f(x) elementwise; -inf at x = -inf
-    scaled: Callable[[jax.Array, jax.Array], Scaled]
-    log_scale: Callable[[jax.Array, tuple[int, ...], Optional[jax.Array]], jax.Array]
-    fallback_log_scale: Optional[Callable[[jax.Array, tuple[int, ...]], jax.Array]] = None
+    score: Callable[..., jax.Array]
+    log_score: Callable[..., jax.Array]
 
 
-def _power_of_two(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Gradient-free ``(k, 2^-k)``: the integer ``k >= 0`` with ``|x| 2^-k < 1`` where
-    ``1 <= |x| < 2^126`` (float32; ``2^1022`` float64), ``|x| 2^-k < 4`` above, ``k = 0`` below.
+# --- The members. ----------------------------------------------------------------------------
 
-    Read off the float's exponent bits: no log, and ``x 2^-k`` is exact.
+SOFTMAX = Member(score=jnp.exp, log_score=lambda x: x)
+
+
+def _taylor_score(x: jax.Array, order: int) -> jax.Array:
+    """``T_n(x) = sum_{j=0..n} x^j / j!`` by Horner's rule: ``((x/n + 1) x/(n-1) + 1) ... x + 1``."""
+    total = jnp.ones_like(x)
+    for j in range(order, 0, -1):
+        total = total * (x * (1 / j)) + 1
+    return total
+
+
+def _log_taylor_score(x: jax.Array, order: int) -> jax.Array:
+    """``log T_n(x) = n log m + log(sum_j (x/m)^j m^(j-n) / j!)`` with ``m = max(|x|, 1)``.
+
+    In the sum ``|x/m| <= 1`` and ``1/m <= 1``, so nothing overflows, and it is at least
+    ``min T_n / m^n`` (about ``1/n!`` for huge ``|x|``), so nothing underflows; Horner's rule
+    in ``y = x/m`` with the powers of ``b = 1/m``: ``(((y/n! + b/(n-1)!) y + b^2/(n-2)!) y ...``.
     """
-    int_dtype, mantissa_bits, bias = _float_layout(x.dtype)
-    bits = lax.bitcast_convert_type(lax.stop_gradient(x), int_dtype)
-    exponent = ((bits >> mantissa_bits) & (2 * bias + 1)) - (bias - 1)  # frexp's exponent
-    k = jnp.clip(exponent, 0, bias - 1)
-    return k.astype(x.dtype), _inverse_power_of_two(k, x.dtype)
-
-
-def _float_layout(dtype) -> tuple[jnp.dtype, int, int]:
-    """(integer dtype of the same width, mantissa bits, exponent bias) of float32 or float64."""
-    return (jnp.int64, 52, 1023) if dtype == jnp.float64 else (jnp.int32, 23, 127)
-
-
-def _inverse_power_of_two(k: jax.Array, dtype) -> jax.Array:
-    """``2^-k`` for integers ``0 <= k < bias``, written straight into the exponent bits."""
-    int_dtype, mantissa_bits, bias = _float_layout(dtype)
-    return lax.bitcast_convert_type((bias - k.astype(int_dtype)) << mantissa_bits, dtype)
-
-
-def _scaled_taylor_polynomial(y: jax.Array, b: jax.Array, order: int) -> jax.Array:
-    """``T_n(x) b^n = sum_j y^j b^(n-j) / j!`` for ``x = y / b``, by Horner's rule in ``y``:
-    ``(((y/n! + b/(n-1)!) y + b^2/(n-2)!) y + ...) y + b^n``; with ``|y| <= 4`` and ``b <= 1``
-    nothing overflows."""
+    m = jnp.maximum(jnp.abs(x), 1)
+    b = 1 / m
+    y = x * b
     scaled, b_power = y * (1 / math.factorial(order)), b
     for j in range(order - 1, 0, -1):
         scaled = (scaled + b_power * (1 / math.factorial(j))) * y
         b_power = b_power * b
-    return scaled + b_power
+    return order * jnp.log(m) + jnp.log(scaled + b_power)
 
 
-def _slice_max(x: jax.Array, axes: tuple[int, ...], mask: Optional[jax.Array]) -> jax.Array:
-    """The slice's largest included value, gradient-free; the lowest finite float for a fully
-    excluded slice (so that ``x - max`` is -inf, not NaN, at its -inf entries)."""
-    lowest = jnp.finfo(x.dtype).min
-    return jnp.max(lax.stop_gradient(x), axes, keepdims=True, where=mask, initial=lowest)
+@functools.lru_cache(maxsize=None)
+def taylor(order: int) -> Member:
+    """Taylor softmax, ``f = T_n(x) = sum_{j=0..n} x^j / j!`` for even ``n >= 2`` (``T_n > 0``)."""
+    order = _validation.taylor_order(order)
+    return Member(
+        score=functools.partial(_taylor_score, order=order),
+        log_score=functools.partial(_log_taylor_score, order=order),
+    )
 
 
-def _zero_log_scale(x, axes, mask):
-    return jnp.zeros(tuple(1 if a in axes else n for a, n in enumerate(x.shape)), x.dtype)
+def _spherical_score(x: jax.Array, epsilon: jax.Array) -> jax.Array:
+    """``x^2 + eps``."""
+    return x * x + epsilon
+
+
+def _log_spherical_score(x: jax.Array, epsilon: jax.Array) -> jax.Array:
+    """``log(x^2 + eps) = 2 log m + log((x/m)^2 + eps/m^2)`` with ``m = max(|x|, 1)``: no
+    ``x^2`` that overflows."""
+    m = jnp.maximum(jnp.abs(x), 1)
+    y = x / m
+    return 2 * jnp.log(m) + jnp.log(y * y + epsilon / (m * m))
+
+
+SPHERICAL = Member(score=_spherical_score, log_score=_log_spherical_score)
+
+
+# --- The shared path. ------------------------------------------------------------------------
+
+Hyperparameters = Sequence[jax.Array]
 
 
 def is_excluded(x: jax.Array) -> jax.Array:
@@ -114,237 +126,226 @@ def is_excluded(x: jax.Array) -> jax.Array:
     return x == -jnp.inf
 
 
-def _power_of_two_member(degree, log_score, scaled_scores) -> Member:
-    """A member whose ``f`` grows like ``|x|^degree``, scaled by ``C = 2^(degree k)``:
-    ``scaled_scores(x b, b)`` is ``f(x) b^degree`` and its derivative in ``x b`` is
-    ``f'(x) b^(degree - 1)``, with ``b = 2^-k``. ``log_score`` is given for finite x. At -inf
-    (an excluded class, though ``f(-inf) = +inf``) the member's score and slope are 0 and its
-    log-score is -inf, with a zero gradient, as softmax's are by ``exp(-inf) = 0``."""
-
-    def excluding_log_score(x):
-        excluded = is_excluded(x)
-        return jnp.where(excluded, -jnp.inf, log_score(jnp.where(excluded, 0, x)))
-
-    def scaled(x, log_c):  # score and slope 0 at -inf (double where)
-        k = jnp.clip(jnp.round(log_c / (degree * math.log(2))), 0, jnp.finfo(x.dtype).maxexp - 2)
-        b = lax.stop_gradient(_inverse_power_of_two(k, x.dtype))
-        log_scale = (degree * math.log(2)) * k
-        excluded = is_excluded(x)
-        y = jnp.where(excluded, 0, x * b)
-        scores, slopes = jax.jvp(lambda y: scaled_scores(y, b), (y,), (jnp.ones_like(y),))
-        scores = jnp.where(excluded, 0, scores)
-        # With C = 1 (k = 0, a constant on the first pass) f(x) >= min f > 0 cannot underflow,
-        # and log f(x) is one log; otherwise the exact log-score.
-        log_scores = jnp.where(k == 0, jnp.log(scores), excluding_log_score(x) - log_scale)
-        return Scaled(scores, jnp.where(excluded, 0, slopes * b), log_scores, log_scale)
-
-    def fallback_log_scale(x, axes):  # |x| b < 2 for every included x
-        largest = jnp.max(jnp.abs(lax.stop_gradient(x)), axes, keepdims=True)
-        return degree * jnp.log(jnp.maximum(largest, 1))
-
-    return Member(excluding_log_score, scaled, _zero_log_scale, fallback_log_scale)
+def included(x: jax.Array, where: Optional[jax.Array]) -> jax.Array:
+    """The classes not excluded by ``where=False`` or a logit of -inf (a NaN is included, so
+    that it poisons its slice)."""
+    kept = ~is_excluded(x)
+    return kept if where is None else kept & where
 
 
-# --- The members. ----------------------------------------------------------------------------
+def _masked(values: jax.Array, mask: Optional[jax.Array], fill=0) -> jax.Array:
+    return values if mask is None else jnp.where(mask, values, fill)
 
 
-def _softmax_scaled(x, log_c):
-    scores = jnp.exp(x - log_c)
-    return Scaled(scores, scores, x - log_c, log_c)
+def _sum(values: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+    return jnp.sum(values, axes, keepdims=True)
 
 
-SOFTMAX = Member(lambda x: x, _softmax_scaled, _slice_max)  # C = e^max x: every score <= 1
+def _sum_of_scores(member, x, where, params, axes):
+    """``S = sum_j f(x_j)`` over the classes with ``where=True``, kept as size 1 on ``axes``."""
+    return _sum(_masked(member.score(x, *params), where), axes)
 
 
-def taylor(order: int) -> Member:
-    """Taylor softmax, ``f = T_n(x) = sum_{j=0..n} x^j / j!`` for even ``n >= 2`` (``T_n > 0``).
+def _choose(total: jax.Array, direct: Callable, log_space: Callable, *operands):
+    """``direct(*operands)`` if ``1 <= S < inf`` in every slice, else ``log_space(*operands)``.
 
-    Log-score: with ``(k, b = 2^-k)`` from ``_power_of_two(x)``,
-    ``log T_n(x) = n k log 2 + log(T_n(x) b^n)``: one log per element and no ``x^n`` formed.
+    The one data-dependent branch: a scalar predicate, formed from the sums alone.
     """
-    order = _validation.taylor_order(order)
-
-    def log_score(x):
-        k, b = _power_of_two(x)
-        return (order * math.log(2)) * k + jnp.log(_scaled_taylor_polynomial(x * b, b, order))
-
-    return _power_of_two_member(
-        order, log_score, lambda y, b: _scaled_taylor_polynomial(y, b, order)
-    )
+    usable = jnp.all((total >= 1) & (total < jnp.inf))
+    return lax.cond(usable, direct, log_space, *operands)
 
 
-def spherical(epsilon: jax.typing.ArrayLike) -> Member:
-    """Spherical softmax, ``f = x^2 + eps`` with ``eps > 0``: ``f(x) b^2 = (x b)^2 + eps b^2``."""
-    _validation.positive("epsilon", epsilon)
+class _LogSpace(NamedTuple):
+    """``log f(x_i) - m`` (-inf where excluded) and ``log(Z / e^m)``, for ``m = max_j log f(x_j)``:
+    ``log p_i`` is their difference, formed without rounding ``log Z``, and ``log Z = m + ...``."""
 
-    def scaled_scores(y, b):
-        return y * y + jnp.asarray(epsilon, y.dtype) * (b * b)
-
-    def log_score(x):
-        k, b = _power_of_two(x)
-        return (2 * math.log(2)) * k + jnp.log(scaled_scores(x * b, b))
-
-    return _power_of_two_member(2, log_score, scaled_scores)
-
-
-# --- The shared path. ------------------------------------------------------------------------
-
-
-class Classes(NamedTuple):
-    """Logits and which of their entries are included (``where=True`` and not -inf).
-
-    Scores of excluded entries are computed and then set to 0; the derivatives of ``log Z``
-    and of the probabilities are written out (``custom_jvp``) with exactly 0 there, and
-    functions differentiated by autodiff take ``safe_logits`` (0 in place of excluded
-    entries: the "double where"). So an excluded entry, however large, gets a zero gradient.
-    """
-
-    logits: jax.Array  # in the compute dtype, as given
-    included: jax.Array  # boolean; a NaN logit is included, so that it poisons its slice
-    where: Optional[jax.Array]  # the caller's mask alone (None when not given)
+    shifted_log_scores: jax.Array
+    log_scaled_total: jax.Array
+    top: jax.Array
 
     @property
-    def safe_logits(self) -> jax.Array:
-        """The logits with 0 in place of excluded entries."""
-        return jnp.where(self.included, self.logits, 0)
+    def log_probabilities(self) -> jax.Array:
+        return self.shifted_log_scores - self.log_scaled_total
+
+    @property
+    def log_partition(self) -> jax.Array:
+        return self.top + self.log_scaled_total
 
 
-def classes(x: jax.Array, where: Optional[jax.Array]) -> Classes:
-    """Excludes the classes with ``where=False`` or a logit of -inf."""
-    included = ~is_excluded(x)
-    return Classes(x, included if where is None else where & included, where)
+def _log_space(member, x, where, params, axes) -> _LogSpace:
+    """The log-space way, exact for any finite logits.
 
-
-def _masked(values: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
-    return values if mask is None else jnp.where(mask, values, 0)
-
-
-def _normalize(member: Member, c: Classes, axes, outputs: tuple[str, ...] = ()) -> tuple:
-    """``(log C, Z / C)``, kept as size 1 on the class axes, then for each name in ``outputs``
-    ``f(x_i) / Z`` ("scores") or ``f'(x_i) / Z`` ("slopes"), exactly 0 where excluded, or
-    ``log f(x_i) - log Z`` ("log_scores"), -inf where excluded.
-
-    The first pass uses the member's ``log_scale`` and masks only the caller's ``where`` (every
-    member's score is 0 at -inf). If any slice's sum is not finite (huge logits, a NaN or +inf:
-    rare), the batch is redone with the ``fallback_log_scale`` inside a ``lax.cond``. The sum
-    is at least the smallest normal float, ``tiny``, which only a fully excluded slice reaches:
-    its probabilities are then 0.
+    ``log f`` is evaluated at 0 where excluded and set to -inf there; ``m``, gradient-free,
+    is 0 for a fully excluded slice (whose ``log Z`` is then 0) and NaN or +inf for a slice
+    with a NaN or +inf (whose sum is then NaN).
     """
+    keep = included(x, where)
+    log_f = jnp.where(keep, member.log_score(jnp.where(keep, x, 0), *params), -jnp.inf)
+    top = lax.stop_gradient(jnp.max(log_f, axes, keepdims=True))
+    top = jnp.where(top == -jnp.inf, 0, top)
+    shifted = log_f - top
+    total = _sum(jnp.exp(shifted), axes)
+    return _LogSpace(shifted, jnp.where(total == 0, 0, jnp.log(total)), top)
 
-    def finish(c, log_c, total, mask):
-        scaled = member.scaled(c.logits, log_c)
-        total = jnp.maximum(total, jnp.finfo(total.dtype).tiny)
 
-        def normalized(name):
-            if name == "log_scores":
-                log_probs = scaled.log_scores - jnp.log(total)
-                return log_probs if mask is None else jnp.where(mask, log_probs, -jnp.inf)
-            return _masked(getattr(scaled, name), mask) * (1 / total)
+def _safe(x, where):
+    """The logits with 0 where ``where=False`` (where derivatives are taken)."""
+    return _masked(x, where)
 
-        return (scaled.log_scale, total, *(normalized(name) for name in outputs))
 
-    def sum_of_scores(c, log_c, mask):
-        return jnp.sum(_masked(member.scaled(c.logits, log_c).scores, mask), axes, keepdims=True)
+def _score_jvp(member, x, where, params, dx, dparams):
+    """``(f(x), df)`` at the safe logits, both 0 where ``where=False``."""
+    f, df = jax.jvp(lambda x, p: member.score(x, *p), (_safe(x, where), params), (dx, dparams))
+    return _masked(f, where), _masked(df, where)
 
-    def first_log_scale(c):
-        return member.log_scale(c.logits, axes, c.where)
 
-    total = sum_of_scores(c, first_log_scale(c), c.where)
-    if member.fallback_log_scale is None:
-        return finish(c, first_log_scale(c), total, c.where)
-
-    # Only x, where and the sums go through the cond; the classes and log C are formed again
-    # from x inside (log C = 0 stays a constant there).
-    def first_pass(x, where, total):
-        c = classes(x, where)
-        return finish(c, first_log_scale(c), total, where)
-
-    def rescaled(x, where, _):
-        c = classes(x, where)
-        bound = member.fallback_log_scale(c.safe_logits, axes)  # NaN or inf: a bad logit
-        total = sum_of_scores(c, bound, where)
-        return finish(c, bound, jnp.where(jnp.isfinite(bound), total, jnp.nan), where)
-
-    # One scalar: the largest sum is finite only if every sum is (max propagates NaN).
-    return lax.cond(
-        jnp.isfinite(jnp.max(total)), first_pass, rescaled, c.logits, c.where, total
+def _log_score_jvp(member, x, where, params, dx, dparams):
+    """``(log f(x), d log f)`` at the safe logits, -inf and 0 where excluded."""
+    keep = included(x, where)
+    log_f, dlog_f = jax.jvp(
+        lambda x, p: member.log_score(x, *p), (jnp.where(keep, x, 0), params), (dx, dparams)
     )
-
-
-def _log(log_c: jax.Array, total: jax.Array) -> jax.Array:
-    """``log Z = log C + log(Z / C)``, and 0 for a fully excluded slice (``Z / C = tiny``)."""
-    return jnp.where(total == jnp.finfo(total.dtype).tiny, 0, log_c + jnp.log(total))
+    return jnp.where(keep, log_f, -jnp.inf), jnp.where(keep, dlog_f, 0)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
-def _log_partition(member: Member, axes: tuple[int, ...], c: Classes) -> jax.Array:
-    return _log(*_normalize(member, c, axes))
+def _log_partition(member: Member, axes, x, where, params) -> jax.Array:
+    total = _sum_of_scores(member, x, where, params, axes)
+    return _choose(
+        total,
+        lambda x, where, params: jnp.log(total),
+        lambda x, where, params: _log_space(member, x, where, params, axes).log_partition,
+        x, where, params,
+    )
 
 
 @_log_partition.defjvp
 def _log_partition_jvp(member, axes, primals, tangents):
-    (c,), (dc,) = primals, tangents
-    log_c, total, slopes = _normalize(member, c, axes, ("slopes",))
-    return _log(log_c, total), jnp.sum(slopes * dc.logits, axes, keepdims=True)
+    """``d log Z = sum_i df_i / Z``: ``sum df / S`` directly, ``sum p_i d log f_i`` in log space."""
+    (x, where, params), (dx, _, dparams) = primals, tangents
+    total = _sum_of_scores(member, x, where, params, axes)
 
+    def direct(x, where, params, dx, dparams):
+        _, df = _score_jvp(member, x, where, params, dx, dparams)
+        return jnp.log(total), _sum(df, axes) / total
 
-def log_partition(member: Member, c: Classes, axes: tuple[int, ...]) -> jax.Array:
-    """``log Z = log sum_j f(x_j)`` over ``axes`` (kept as size 1); 0 for a fully excluded slice.
+    def log_space(x, where, params, dx, dparams):
+        logs = _log_space(member, x, where, params, axes)
+        _, dlog_f = _log_score_jvp(member, x, where, params, dx, dparams)
+        return logs.log_partition, _sum(jnp.exp(logs.log_probabilities) * dlog_f, axes)
 
-    Its derivative ``f'(x_i) / Z`` is given directly (``custom_jvp``) and computed from ``x``
-    and ``(log C, Z / C)`` alone, so reverse mode needs nothing of the size of ``x`` stored.
-    """
-    return _log_partition(member, axes, c)
+    return _choose(total, direct, log_space, x, where, params, dx, dparams)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
-def _probabilities(member: Member, axes: tuple[int, ...], c: Classes) -> jax.Array:
-    return _normalize(member, c, axes, ("scores",))[2]
+def _probabilities(member: Member, axes, x, where, params) -> jax.Array:
+    total = _sum_of_scores(member, x, where, params, axes)
+
+    def log_space(x, where, params):
+        return jnp.exp(_log_space(member, x, where, params, axes).log_probabilities)
+
+    return _choose(
+        total,
+        lambda x, where, params: _masked(member.score(x, *params), where) * (1 / total),
+        log_space,
+        x, where, params,
+    )
 
 
 @_probabilities.defjvp
 def _probabilities_jvp(member, axes, primals, tangents):
-    """``dp_i = f'(x_i) dx_i / Z - p_i sum_j f'(x_j) dx_j / Z``."""
-    (c,), (dc,) = primals, tangents
-    _, _, probs, slopes = _normalize(member, c, axes, ("scores", "slopes"))
-    dscores = slopes * dc.logits
-    return probs, dscores - probs * jnp.sum(dscores, axes, keepdims=True)
+    """``dp_i = df_i / Z - p_i sum_j df_j / Z``, with ``df_i / Z = p_i d log f_i`` in log space."""
+    (x, where, params), (dx, _, dparams) = primals, tangents
+    total = _sum_of_scores(member, x, where, params, axes)
 
+    def direct(x, where, params, dx, dparams):
+        f, df = _score_jvp(member, x, where, params, dx, dparams)
+        inverse = 1 / total
+        return f * inverse, df * inverse
 
-def _normalizer_arguments(x: jax.typing.ArrayLike, axis: Axis, where):
-    """Checks a normalizer's arguments: the classes in the compute dtype, the axes, the dtype."""
-    x = _validation.floating_array("x", x)
-    axes = _validation.canonical_axes(axis, x.ndim)
-    where = None if where is None else _validation.boolean_mask(where, x.shape)
-    return classes(x.astype(compute_dtype(x.dtype)), where), axes, x.dtype
+    def log_space(x, where, params, dx, dparams):
+        probs = jnp.exp(_log_space(member, x, where, params, axes).log_probabilities)
+        _, dlog_f = _log_score_jvp(member, x, where, params, dx, dparams)
+        return probs, probs * dlog_f
 
-
-def probabilities(member: Member, x: jax.typing.ArrayLike, axis: Axis, where) -> jax.Array:
-    """``p_i = f(x_i) / sum_j f(x_j)``; exactly 0 where excluded."""
-    c, axes, dtype = _normalizer_arguments(x, axis, where)
-    return _probabilities(member, axes, c).astype(dtype)
+    probs, dscores = _choose(total, direct, log_space, x, where, params, dx, dparams)
+    return probs, dscores - probs * _sum(dscores, axes)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
-def _log_probabilities(member: Member, axes: tuple[int, ...], c: Classes) -> jax.Array:
-    """``log f(x_i) - log Z``, -inf where excluded, formed in the pass that forms ``Z``."""
-    return _normalize(member, c, axes, ("log_scores",))[2]
+def _log_probabilities(member: Member, axes, x, where, params) -> jax.Array:
+    total = _sum_of_scores(member, x, where, params, axes)
+
+    def direct(x, where, params):
+        return _masked(member.log_score(x, *params), where, -jnp.inf) - jnp.log(total)
+
+    def log_space(x, where, params):
+        return _log_space(member, x, where, params, axes).log_probabilities
+
+    return _choose(total, direct, log_space, x, where, params)
 
 
 @_log_probabilities.defjvp
 def _log_probabilities_jvp(member, axes, primals, tangents):
-    """``d log p_i = d log f(x_i) - sum_j f'(x_j) dx_j / Z``, 0 where excluded."""
-    (c,), (dc,) = primals, tangents
-    _, _, log_probs, slopes = _normalize(member, c, axes, ("log_scores", "slopes"))
-    dlog_scores = jax.jvp(member.log_score, (c.safe_logits,), (dc.logits,))[1]
-    dlog_scores = jnp.where(c.included, dlog_scores, 0)
-    return log_probs, dlog_scores - jnp.sum(slopes * dc.logits, axes, keepdims=True)
+    """``d log p_i = d log f_i - d log Z``, 0 where excluded."""
+    (x, where, params), (dx, _, dparams) = primals, tangents
+    total = _sum_of_scores(member, x, where, params, axes)
+
+    def direct(x, where, params, dx, dparams):
+        _, df = _score_jvp(member, x, where, params, dx, dparams)
+        log_f, dlog_f = _log_score_jvp(member, x, where, params, dx, dparams)
+        log_total = jnp.log(total)
+        return log_f - log_total, dlog_f - _sum(df, axes) / total
+
+    def log_space(x, where, params, dx, dparams):
+        log_probs = _log_space(member, x, where, params, axes).log_probabilities
+        _, dlog_f = _log_score_jvp(member, x, where, params, dx, dparams)
+        return log_probs, dlog_f - _sum(jnp.exp(log_probs) * dlog_f, axes)
+
+    return _choose(total, direct, log_space, x, where, params, dx, dparams)
 
 
-def log_probabilities(member: Member, x: jax.typing.ArrayLike, axis: Axis, where) -> jax.Array:
+def log_partition(
+    member: Member, x: jax.Array, where: Optional[jax.Array], axes: tuple[int, ...],
+    params: Hyperparameters = (),
+) -> jax.Array:
+    """``log Z = log sum_j f(x_j)`` over ``axes`` (kept as size 1); 0 for a fully excluded slice.
+
+    ``x`` is in the compute dtype. Its derivative ``df_i / Z`` is written out (``custom_jvp``),
+    so that reverse mode stores nothing of the size of ``x`` but ``x`` itself.
+    """
+    return _log_partition(member, axes, x, where, tuple(params))
+
+
+def _in_dtype(params: Hyperparameters, dtype) -> tuple[jax.Array, ...]:
+    """The hyperparameters as arrays of the compute dtype (traced values stay traced)."""
+    return tuple(jnp.asarray(p, dtype) for p in params)
+
+
+def _normalizer_arguments(x: jax.typing.ArrayLike, axis: Axis, where, params):
+    """Checks a normalizer's arguments: the logits and the hyperparameters in the compute
+    dtype, where, the axes and the output dtype."""
+    x = _validation.floating_array("x", x)
+    axes = _validation.canonical_axes(axis, x.ndim)
+    where = None if where is None else _validation.boolean_mask(where, x.shape)
+    dtype = compute_dtype(x.dtype)
+    return x.astype(dtype), where, _in_dtype(params, dtype), axes, x.dtype
+
+
+def probabilities(
+    member: Member, x: jax.typing.ArrayLike, axis: Axis, where, params: Hyperparameters = ()
+) -> jax.Array:
+    """``p_i = f(x_i) / sum_j f(x_j)``; exactly 0 where excluded."""
+    x, where, params, axes, dtype = _normalizer_arguments(x, axis, where, params)
+    return _probabilities(member, axes, x, where, params).astype(dtype)
+
+
+def log_probabilities(
+    member: Member, x: jax.typing.ArrayLike, axis: Axis, where, params: Hyperparameters = ()
+) -> jax.Array:
     """``log p_i = log f(x_i) - log sum_j f(x_j)``; -inf where excluded."""
-    c, axes, dtype = _normalizer_arguments(x, axis, where)
-    return _log_probabilities(member, axes, c).astype(dtype)
+    x, where, params, axes, dtype = _normalizer_arguments(x, axis, where, params)
+    return _log_probabilities(member, axes, x, where, params).astype(dtype)
 
 
 def cross_entropy(
@@ -353,6 +354,7 @@ def cross_entropy(
     labels: jax.typing.ArrayLike,
     axis: Axis,
     where,
+    params: Hyperparameters = (),
 ) -> jax.Array:
     """``-sum_i y_i log p_i`` over the included classes, for probability (or one-hot) labels.
 
@@ -369,13 +371,9 @@ def cross_entropy(
     axes = _validation.canonical_axes(axis, logits.ndim)
     where = class_mask(where, logits.shape, axes)
     dtype = compute_dtype(logits.dtype)
-    c = classes(logits.astype(dtype), where)
-    labels = labels.astype(dtype)
-    if where is not None:
-        labels = jnp.where(where, labels, 0)
-    # log f(x_i) - log Z, differentiated by autodiff through log f (-inf at a -inf logit) and
-    # the custom JVP of log Z: cheaper here than the log twins' pass (_log_probabilities).
-    log_probs = member.log_score(_masked(c.logits, where)) - log_partition(member, c, axes)
+    x = logits.astype(dtype)
+    labels = _masked(labels.astype(dtype), where)
+    log_probs = _log_probabilities(member, axes, x, where, _in_dtype(params, dtype))
     log_probs = jnp.where((log_probs == -jnp.inf) & (labels == 0), 0, log_probs)  # 0 log 0 = 0
     return -jnp.sum(labels * log_probs, axes).astype(logits.dtype)
 
@@ -397,7 +395,8 @@ def class_mask(
 class IntegerLabelBatch(NamedTuple):
     """Logits with their class axes flattened last, and what is known about the labels."""
 
-    classes: Classes  # (..., D), in the compute dtype
+    logits: jax.Array  # (..., D), in the compute dtype
+    where: Optional[jax.Array]  # (..., D) or None
     labels: jax.Array  # (...), a valid class index everywhere (0 where the label is invalid)
     label_is_valid: jax.Array  # (...): label in [0, D) and its class not masked by ``where``
     target_is_excluded: jax.Array  # (...): the target's logit is -inf (probability 0)
@@ -435,7 +434,7 @@ def integer_label_batch(
     # A max, not any(included): no boolean array of the logits' size is formed.
     is_empty = jnp.max(x, -1, where=where, initial=-jnp.inf) == -jnp.inf
     return IntegerLabelBatch(
-        classes(x, where), safe_labels, label_is_valid, target_is_excluded, is_empty, logits.dtype
+        x, where, safe_labels, label_is_valid, target_is_excluded, is_empty, logits.dtype
     )
 
 
@@ -446,8 +445,8 @@ def take_target(values: jax.Array, labels: jax.Array) -> jax.Array:
 
 def target_logit(batch: IntegerLabelBatch) -> jax.Array:
     """The target's logit, 0 where its class is excluded (the loss says +inf or NaN there)."""
-    target = take_target(batch.classes.logits, batch.labels)
-    return jnp.where(take_target(batch.classes.included, batch.labels), target, 0)
+    target = take_target(batch.logits, batch.labels)
+    return jnp.where(batch.label_is_valid & ~batch.target_is_excluded, target, 0)
 
 
 def finish_integer_label_loss(loss: jax.Array, batch: IntegerLabelBatch) -> jax.Array:
@@ -465,17 +464,20 @@ def integer_label_nll(
     labels: jax.typing.ArrayLike,
     axis: Axis,
     where,
+    params: Hyperparameters = (),
     margin: Optional[jax.typing.ArrayLike] = None,
 ) -> jax.Array:
     """``log sum_j f(x_j) - log f(x_c)``, with ``x_c - margin`` in place of ``x_c`` if given."""
     batch = integer_label_batch(logits, labels, axis, where)
-    x = batch.classes.logits
-    log_z = log_partition(member, batch.classes, (x.ndim - 1,))[..., 0]
+    x = batch.logits
+    params = _in_dtype(params, x.dtype)
+    log_z = log_partition(member, x, batch.where, (x.ndim - 1,), params)[..., 0]
     target = target_logit(batch)
+    target_log_score = member.log_score(target, *params)
     if margin is None:
-        return finish_integer_label_loss(log_z - member.log_score(target), batch)
+        return finish_integer_label_loss(log_z - target_log_score, batch)
     # f(x_c - m) in place of f(x_c): the normalizer becomes Z (1 - p_c + p_cm).
-    margin_log_score = member.log_score(target - jnp.asarray(margin, x.dtype))
-    others = jnp.maximum(1 - jnp.exp(member.log_score(target) - log_z), 0)
+    margin_log_score = member.log_score(target - jnp.asarray(margin, x.dtype), *params)
+    others = jnp.maximum(1 - jnp.exp(target_log_score - log_z), 0)
     log_z = log_z + jnp.log(others + jnp.exp(margin_log_score - log_z))
     return finish_integer_label_loss(log_z - margin_log_score, batch)

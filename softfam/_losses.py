@@ -258,7 +258,8 @@ def spherical_softmax_cross_entropy(
     References:
       de Brebisson & Vincent 2016, arXiv 1511.05042.
     """
-    return _family.cross_entropy(_family.spherical(epsilon), logits, labels, axis, where)
+    _validation.positive("epsilon", epsilon)
+    return _family.cross_entropy(_family.SPHERICAL, logits, labels, axis, where, (epsilon,))
 
 
 def spherical_softmax_cross_entropy_with_integer_labels(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import jax
 
-from softfam import _family
+from softfam import _family, _validation
 from softfam._family import DEFAULT_EPSILON
 from softfam._validation import Axis
 
@@ -157,7 +157,8 @@ def spherical_softmax(
       Vincent, de Brebisson & Bouthillier 2015, arXiv 1412.7091; de Brebisson & Vincent
       2016, arXiv 1511.05042.
     """
-    return _family.probabilities(_family.spherical(epsilon), x, axis, where)
+    _validation.positive("epsilon", epsilon)
+    return _family.probabilities(_family.SPHERICAL, x, axis, where, (epsilon,))
 
 
 def log_spherical_softmax(
@@ -187,4 +188,5 @@ def log_spherical_softmax(
     References:
       de Brebisson & Vincent 2016, arXiv 1511.05042.
     """
-    return _family.log_probabilities(_family.spherical(epsilon), x, axis, where)
+    _validation.positive("epsilon", epsilon)
+    return _family.log_probabilities(_family.SPHERICAL, x, axis, where, (epsilon,))

@@ -34,39 +34,36 @@ class SphericalStatistics(NamedTuple):
     num_classes: jax.Array
 
 
-def _sums_over(c: _family.Classes) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """``(s, q, D)`` over the included classes of ``c`` (classes last)."""
-    x = c.safe_logits
-    return jnp.sum(x, -1), jnp.sum(x * x, -1), jnp.sum(c.included, -1).astype(x.dtype)
+def _sums_over(x: jax.Array, where: Optional[jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(s, q, D)`` over the included classes (classes last)."""
+    keep = _family.included(x, where)
+    x = jnp.where(keep, x, 0)
+    return jnp.sum(x, -1), jnp.sum(x * x, -1), jnp.sum(keep, -1).astype(x.dtype)
 
 
 @jax.custom_jvp
 def _sums(x: jax.Array, where: Optional[jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """``_sums_over(classes(x, where))``, first as if no logit were -inf (plain sums, the
-    fastest); the examples are summed again with the exclusions if any sum is not finite."""
+    """``_sums_over(x, where)``, first as if no logit were -inf (plain sums, the fastest); the
+    examples are summed again with the exclusions if any sum is not finite."""
     sums = (jnp.sum(x if where is None else jnp.where(where, x, 0), -1),
             jnp.sum(x * x if where is None else jnp.where(where, x * x, 0), -1),
             jnp.sum(where, -1).astype(x.dtype) if where is not None
             else jnp.full(x.shape[:-1], x.shape[-1], x.dtype))
     is_finite = jnp.all(jnp.isfinite(sums[0] + sums[1]))
-    return lax.cond(is_finite, lambda *_: sums,
-                    lambda x, where: _sums_over(_family.classes(x, where)), x, where)
+    return lax.cond(is_finite, lambda *_: sums, _sums_over, x, where)
 
 
 @_sums.defjvp
 def _sums_jvp(primals, tangents):
     (x, where), (dx, _) = primals, tangents
-    included = _family.classes(x, where).included
-    dx = jnp.where(included, dx, 0)
+    dx = jnp.where(_family.included(x, where), dx, 0)
     tangent_sums = (jnp.sum(dx, -1), jnp.sum(2 * x * dx, -1), jnp.zeros(x.shape[:-1], x.dtype))
     return _sums(x, where), tangent_sums
 
 
 def _statistics(batch: _family.IntegerLabelBatch) -> SphericalStatistics:
     """The statistics over the included classes."""
-    return SphericalStatistics(
-        _family.target_logit(batch), *_sums(batch.classes.logits, batch.classes.where)
-    )
+    return SphericalStatistics(_family.target_logit(batch), *_sums(batch.logits, batch.where))
 
 
 def spherical_statistics(
@@ -206,8 +203,10 @@ def spherical_softmax_cross_entropy_from_statistics(
       de Brebisson & Vincent 2016, arXiv 1511.05042.
     """
     (o_c, _, q, d), dtype = _as_statistics(target_logit, logit_sum, logit_square_sum, num_classes)
-    target_log_score = _family.spherical(epsilon).log_score(o_c)  # checks epsilon > 0
-    return (jnp.log(q + d * jnp.asarray(epsilon, o_c.dtype)) - target_log_score).astype(dtype)
+    _validation.positive("epsilon", epsilon)
+    epsilon = jnp.asarray(epsilon, o_c.dtype)
+    target_log_score = _family.SPHERICAL.log_score(o_c, epsilon)
+    return (jnp.log(q + d * epsilon) - target_log_score).astype(dtype)
 
 
 def squared_error_from_statistics(
