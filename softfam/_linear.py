@@ -296,14 +296,17 @@ def _included_sum(log_f):
     return jnp.sum(jnp.where(log_f > -jnp.inf, log_f, 0), -1)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def _log_partition(hidden, weights, bias, class_where, cap, log_score, block_size):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _log_partition(hidden, weights, bias, class_where, cap, log_score, block_size, sum_scores):
     """``(log sum_k f(o_k), sum_k log f(o_k))`` (N,) over the included classes of
-    ``o = cap(hidden @ weights + bias)``, ``log f = log_score``."""
-    return _log_partition_forward(hidden, weights, bias, class_where, cap, log_score, block_size)[0]
+    ``o = cap(hidden @ weights + bias)``, ``log f = log_score``; the second is 0 unless
+    ``sum_scores`` (label smoothing needs it)."""
+    return _log_partition_forward(hidden, weights, bias, class_where, cap, log_score, block_size,
+                                  sum_scores)[0]
 
 
-def _log_partition_forward(hidden, weights, bias, class_where, cap, log_score, block_size):
+def _log_partition_forward(hidden, weights, bias, class_where, cap, log_score, block_size,
+                           sum_scores):
     full, rest = _blocks(weights.shape[1], block_size)
     dtype = _family.compute_dtype(hidden.dtype)
 
@@ -314,7 +317,7 @@ def _log_partition_forward(hidden, weights, bias, class_where, cap, log_score, b
         new_top = jnp.maximum(top, jnp.max(log_f, -1))
         safe_top = jnp.where(jnp.isfinite(new_top), new_top, 0)
         total = total * jnp.exp(top - safe_top) + jnp.sum(jnp.exp(log_f - safe_top[:, None]), -1)
-        return new_top, total, log_f_sum + _included_sum(log_f)
+        return new_top, total, log_f_sum + _included_sum(log_f) if sum_scores else log_f_sum
 
     n = hidden.shape[0]
     running = _vary_alike(hidden, jnp.full(n, -jnp.inf, dtype), jnp.zeros(n, dtype),
@@ -328,7 +331,7 @@ def _log_partition_forward(hidden, weights, bias, class_where, cap, log_score, b
     return (log_z, log_f_sum), (hidden, weights, bias, class_where, cap, log_z)
 
 
-def _log_partition_backward(log_score, block_size, residuals, cotangents):
+def _log_partition_backward(log_score, block_size, sum_scores, residuals, cotangents):
     """``d log Z / d o_k = p_k (log f)'(o_k)`` with ``p_k = f(o_k) / Z`` and
     ``d sum log f / d o_k = (log f)'(o_k)``, through the cap, block by block."""
     hidden, weights, bias, class_where, cap, log_z = residuals
@@ -342,7 +345,9 @@ def _log_partition_backward(log_score, block_size, residuals, cotangents):
         logits = _block_logits(hidden, weights, bias, start, size)
         log_f, log_f_vjp = jax.vjp(
             lambda o: _block_log_scores(o, class_where, cap, start, log_score), logits)
-        weight = jnp.exp(log_f - safe_log_z) * g_z[:, None] + jnp.where(log_f > -jnp.inf, g_sum[:, None], 0)
+        weight = jnp.exp(log_f - safe_log_z) * g_z[:, None]
+        if sum_scores:
+            weight = weight + jnp.where(log_f > -jnp.inf, g_sum[:, None], 0)
         (d_logits,) = log_f_vjp(weight)
         w = lax.dynamic_slice_in_dim(weights, start, size, axis=1).astype(dtype)
         return d_hidden + d_logits @ w.T, h.T @ d_logits, jnp.sum(d_logits, 0)
@@ -372,16 +377,16 @@ _log_partition.defvjp(_log_partition_forward, _log_partition_backward)
 def _blocked_core(log_score: Callable, block_size: int, axes, num_classes, arrays, hyperparameters):
     shard = _shard(arrays, num_classes)
     cap = hyperparameters.get("logit_soft_cap")
+    smoothing = hyperparameters.get("label_smoothing")
     local_log_z, local_log_f_sum = _log_partition(
         shard.hidden, shard.weights, shard.bias,
         *(None if x is None else _vary_alike(shard.hidden, jnp.asarray(x))[1]
           for x in (shard.class_where, cap)),
-        log_score, min(block_size, shard.weights.shape[1]))
+        log_score, min(block_size, shard.weights.shape[1]), smoothing is not None)
     log_z = _log_sum_over(local_log_z, axes)
     target_logit, target_included = _target_logit(shard, axes)
     target_log_f = _block_log_scores(target_logit[:, None], None, cap, 0, log_score)[:, 0]
     value = log_z - target_log_f
-    smoothing = hyperparameters.get("label_smoothing")
     if smoothing is not None:
         classes = (jnp.asarray(shard.weights.shape[1]) if shard.class_where is None
                    else jnp.sum(shard.class_where, dtype=jnp.int32))
