@@ -46,13 +46,17 @@ classes, and the devices exchange per-example numbers only: the partial log-part
 statistics ``s`` and ``q``, and the target's logit from the device that holds its column.
 Two ways to shard:
 
-- GSPMD: call the loss under ``jax.jit`` with inputs sharded on a mesh of explicit axes
-  (``jax.make_mesh``'s default): the vocabulary axis of ``weights`` sharded over some mesh
-  axes, the examples over others. The loss reads the shardings from the inputs' types and
-  runs itself under ``jax.shard_map`` over that mesh. On a mesh of ``Auto`` axes the types
-  carry no sharding: call the loss inside ``shard_map`` instead.
+- GSPMD: call the loss under ``jax.jit`` with sharded inputs. On a mesh of explicit axes
+  (``jax.make_mesh``'s default) the loss reads the shardings from the inputs' types: the
+  classes are sharded over the axes that shard ``weights``' second axis (or over
+  ``axis_name``, if given) and the examples keep ``hidden``'s sharding. On a mesh of ``Auto``
+  axes the types carry no sharding: pass ``axis_name``, and the classes are sharded over it
+  and the first example axis over the mesh's other axes. Either way the loss runs itself
+  under ``jax.shard_map`` over the inputs' mesh. (On an ``Auto`` mesh without ``axis_name``
+  it runs as one program, which the partitioner may gather.)
 - ``shard_map``: call the loss on each device's shards with ``axis_name``, the mesh axis (or
-  tuple of axes) over which the vocabulary is sharded; ``labels`` hold global class indices.
+  tuple of axes) over which the vocabulary is sharded; ``labels`` hold global class indices
+  and ``class_where`` is the device's own ``(v,)`` part.
 
 Communication per step (one ``jax.value_and_grad`` for hidden, weights and bias), per device,
 with ``n`` examples on the device, ``v`` classes on the device, ``c`` bytes per element of
@@ -451,36 +455,46 @@ def _spec_axes(spec, dim: int) -> tuple[str, ...]:
 def _sharded(core: Callable, arrays: dict, hyperparameters: dict, axis_name: AxisName):
     """``core(axes, num_classes, arrays, hyperparameters)`` on each device's shards.
 
-    With ``axis_name``, the caller is inside ``shard_map`` and the arrays are its shards. Else,
-    on a mesh of explicit axes, the vocabulary axes are those that shard ``weights``' classes,
-    the examples keep ``hidden``'s sharding (less those axes), and the core runs under
-    ``shard_map``; elsewhere the core runs once, on the whole arrays."""
+    - Inside ``shard_map``, with ``axis_name`` naming its manual axes: the arrays are this
+      device's shards and the core runs on them, its collectives over ``axis_name``.
+    - On a mesh of explicit axes (read from ``weights``' type): the classes are sharded over
+      ``axis_name`` if given, else over the axes that shard ``weights``' classes; the examples
+      keep ``hidden``'s sharding less those axes; the core runs under ``shard_map``.
+    - On a mesh of ``Auto`` axes, with ``axis_name``: the classes are sharded over it and the
+      first example axis over the mesh's other axes; the core runs under ``shard_map``.
+    - Else the core runs once, on the whole arrays."""
     num_classes = arrays["weights"].shape[1]
-    if axis_name is not None:
-        axes = _axis_names(axis_name)
-        manual = jax.sharding.get_abstract_mesh().manual_axes
-        if not axes or any(a not in manual for a in axes):
-            raise ValueError(f"axis_name={axis_name!r} must name axes of the enclosing "
-                             f"shard_map (its manual axes are {tuple(manual)}); outside "
-                             "shard_map, shard the inputs on a mesh of explicit axes instead")
+    axes = _axis_names(axis_name)
+    manual = jax.sharding.get_abstract_mesh().manual_axes
+    if axes and all(a in manual for a in axes):
         num_classes *= int(np.prod([lax.axis_size(a) for a in axes]))
         return core(axes, num_classes, arrays, hyperparameters)
-    sharding = jax.typeof(arrays["weights"]).sharding
-    mesh = sharding.mesh
-    if AxisType.Explicit not in mesh.axis_types:
+    mesh = jax.typeof(arrays["weights"]).sharding.mesh
+    if any(a not in mesh.axis_names for a in axes):
+        raise ValueError(f"axis_name={axis_name!r} must name axes of the enclosing shard_map "
+                         f"(manual axes {tuple(manual)}) or of the inputs' mesh "
+                         f"(axes {tuple(mesh.axis_names)})")
+    explicit = AxisType.Explicit in mesh.axis_types
+    if not explicit and not axes:
         return core((), num_classes, arrays, hyperparameters)
-    vocabulary = _spec_axes(sharding.spec, 1)
-    hidden_spec = jax.typeof(arrays["hidden"]).sharding.spec
-    examples = [tuple(a for a in _spec_axes(hidden_spec, i) if a not in vocabulary) or None
-                for i in range(arrays["hidden"].ndim - 1)]
-    vocabulary = vocabulary or None
+    examples_ndim = arrays["hidden"].ndim - 1
+    if explicit:
+        axes = axes or _spec_axes(jax.typeof(arrays["weights"]).sharding.spec, 1)
+        hidden_spec = jax.typeof(arrays["hidden"]).sharding.spec
+        examples = [tuple(a for a in _spec_axes(hidden_spec, i) if a not in axes) or None
+                    for i in range(examples_ndim)]
+    else:
+        others = tuple(a for a in mesh.axis_names if a not in axes and mesh.shape[a] > 1)
+        examples = [others or None] + [None] * (examples_ndim - 1) if examples_ndim else []
+    vocabulary = axes or None
     specs = dict(hidden=P(*examples, None), weights=P(None, vocabulary), labels=P(*examples),
                  bias=P(vocabulary), where=P(*examples), class_where=P(vocabulary))
     specs = {name: specs[name] for name in arrays}
-    arrays = {name: jax.sharding.reshard(x, NamedSharding(mesh, specs[name]))
-              for name, x in arrays.items()}
+    if explicit:
+        arrays = {name: jax.sharding.reshard(x, NamedSharding(mesh, specs[name]))
+                  for name, x in arrays.items()}
     hyperparameters = jax.tree.map(jnp.asarray, hyperparameters)
-    return jax.shard_map(functools.partial(core, _axis_names(vocabulary), num_classes), mesh=mesh,
+    return jax.shard_map(functools.partial(core, axes, num_classes), mesh=mesh,
                          in_specs=(specs, P()), out_specs=P(*examples))(arrays, hyperparameters)
 
 
@@ -550,8 +564,9 @@ _KEYWORDS_DOC = """
       where: optional boolean, shape ``(...)``: examples where False get loss 0 and no gradient.
       class_where: optional boolean, shape ``(V,)``: the classes that exist (vocabulary
         padding); the others get probability 0 and no gradient.
-      axis_name: inside ``shard_map``, the mesh axis or axes over which the classes are
-        sharded (see the module's notes); the arrays are then this device's shards.
+      axis_name: the mesh axis or axes over which the classes are sharded: inside
+        ``shard_map`` (the arrays are then this device's shards), or under ``jit`` on a mesh
+        of ``Auto`` axes; on a mesh of explicit axes the inputs' types tell (module notes).
 """
 
 _NORMALIZER_DOC = """      log_normalizer_penalty: optional ``w``: adds ``w (log Z)^2`` per example.

@@ -4,8 +4,9 @@ before this process starts JAX; the rest of the suite runs on 1 device).
 
 For every linear loss, on a 2 x 4 mesh (examples over ``data``, classes over ``model``), in
 float64: the values and the gradients for hidden, weights and bias under GSPMD (``jax.jit`` of
-sharded inputs) and under ``shard_map`` (``axis_name="model"``), each against the
-single-device call; the shapes of the compiled program's all-gathers and all-reduces; the
+sharded inputs; on a mesh of ``Auto`` axes the loss is given ``axis_name="model"``) and under
+``shard_map`` (``axis_name="model"``), on meshes of explicit and of ``Auto`` axes, each against
+the single-device call; the shapes of the compiled program's all-gathers and all-reduces; the
 sharding of the kernel's gradient. Nothing here asserts: the tests do, on the JSON written.
 """
 
@@ -17,7 +18,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding
+from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import softfam
@@ -88,7 +89,7 @@ def collectives(compiled_text: str) -> dict:
     return found
 
 
-def measure(name, mesh, arrays):
+def measure(name, meshes, arrays):
     loss, class_where = bound(name)
     per_example = functools.partial(loss, class_where=class_where)
     args = (arrays["hidden"], arrays["weights"], arrays["bias"], arrays["labels"], arrays["where"])
@@ -97,22 +98,29 @@ def measure(name, mesh, arrays):
 
     specs = dict(hidden=P("data", None), weights=P(None, "model"), bias=P("model"),
                  labels=P("data"), where=P("data"))
-    sharded = {k: jax.device_put(v, NamedSharding(mesh, specs[k])) for k, v in arrays.items()}
-    sharded_args = tuple(sharded[k] for k in ("hidden", "weights", "bias", "labels", "where"))
-    results = {}
-    gspmd = value_and_grads(per_example)
-    local_class_where = None if class_where is None else jax.device_put(
-        class_where, NamedSharding(mesh, P("model")))
 
     def on_each_device(hidden, weights, labels, bias, where, class_where):
         return loss(hidden, weights, labels, bias, where, class_where=class_where, axis_name="model")
 
-    shard_map = value_and_grads(lambda *args: jax.shard_map(
-        on_each_device, mesh=mesh,
-        in_specs=(specs["hidden"], specs["weights"], specs["labels"], specs["bias"], specs["where"],
-                  P("model")),
-        out_specs=P("data"))(*args, local_class_where))
-    for way, program in (("gspmd", gspmd), ("shard_map", shard_map)):
+    def shard_map_program(mesh):
+        local_class_where = None if class_where is None else jax.device_put(
+            class_where, NamedSharding(mesh, P("model")))
+        return value_and_grads(lambda *args: jax.shard_map(
+            on_each_device, mesh=mesh,
+            in_specs=(specs["hidden"], specs["weights"], specs["labels"], specs["bias"],
+                      specs["where"], P("model")),
+            out_specs=P("data"))(*args, local_class_where))
+
+    ways = {  # name: (mesh, program)
+        "gspmd": (meshes["explicit"], value_and_grads(per_example)),
+        "shard_map": (meshes["explicit"], shard_map_program(meshes["explicit"])),
+        "gspmd-auto": (meshes["auto"], value_and_grads(functools.partial(per_example, axis_name="model"))),
+        "shard_map-auto": (meshes["auto"], shard_map_program(meshes["auto"])),
+    }
+    results = {}
+    for way, (mesh, program) in ways.items():
+        sharded = {k: jax.device_put(v, NamedSharding(mesh, specs[k])) for k, v in arrays.items()}
+        sharded_args = tuple(sharded[k] for k in ("hidden", "weights", "bias", "labels", "where"))
         (_, values), grads = program(*sharded_args)
         outputs = [np.asarray(values)] + [np.asarray(g) for g in grads]
         errors = [float(np.max(np.abs(a - b)) / np.max(np.abs(b))) for a, b in zip(outputs, reference)]
@@ -130,10 +138,11 @@ def measure(name, mesh, arrays):
 
 def main(output: str) -> None:
     jax.config.update("jax_enable_x64", True)
-    mesh = jax.make_mesh(MESH_SHAPE, ("data", "model"))
+    meshes = dict(explicit=jax.make_mesh(MESH_SHAPE, ("data", "model"), axis_types=(AxisType.Explicit,) * 2),
+                  auto=jax.make_mesh(MESH_SHAPE, ("data", "model"), axis_types=(AxisType.Auto,) * 2))
     arrays = inputs()
     report = dict(devices=jax.device_count(), shapes=dict(examples=EXAMPLES, hidden=HIDDEN, classes=CLASSES),
-                  losses={name: measure(name, mesh, arrays) for name in LOSSES})
+                  losses={name: measure(name, meshes, arrays) for name in LOSSES})
     with open(output, "w") as file:
         json.dump(report, file, indent=1)
 

@@ -16,7 +16,7 @@ import pytest
 from tests import sharding_worker
 
 ROOT = Path(__file__).resolve().parents[1]
-WAYS = ("gspmd", "shard_map")
+WAYS = ("gspmd", "shard_map", "gspmd-auto", "shard_map-auto")
 
 
 @pytest.fixture(scope="module")
