@@ -76,3 +76,14 @@ def test_the_devices_exchange_what_the_docstring_states(report, name, way):
     stated = forward + n * d + (d + 1) * v + 1
     exchanged = sum(elements(s) for s in report["losses"][name][way]["collectives"]["all-reduce"])
     assert forward - n + n * d + (d + 1) * v <= exchanged <= stated + 2
+
+
+def test_the_tied_embedding_train_step_learns_keeps_its_sharding_and_its_padding(report):
+    """sharding_worker.train_step_example, the docs' example: a 1000-word vocabulary padded to
+    1024, soft-capped, log Z penalized, adam on a 2 x 4 mesh."""
+    result = report["train_step"]
+    losses = result["losses"]
+    assert all(later < earlier for earlier, later in zip(losses, losses[1:]))
+    assert result["embedding_spec"] == "P('model', None)"
+    assert result["padding_moved"] == 0 < result["vocabulary_moved"]
+    assert result["all_gathers"] == []
