@@ -420,3 +420,16 @@ def test_bad_keywords_are_refused_by_name(name, keywords, message):
     hidden, weights, labels, bias = inputs(jnp.float32)
     with pytest.raises(ValueError, match=message):
         LINEAR[name](hidden, weights, labels, bias, **keywords)
+
+
+@pytest.mark.parametrize("name", LINEAR)
+def test_a_label_naming_an_excluded_class_gives_inf_and_its_neighbours_are_untouched(name):
+    hidden, weights, labels, bias = padded_inputs(jnp.float32)
+    class_where = jnp.arange(CLASSES) < CLASSES - PADDED
+    loss = functools.partial(LINEAR[name], class_where=class_where)
+    values = np.asarray(loss(hidden, weights, labels.at[1, 1].set(CLASSES - 1), bias))
+    expected = np.asarray(loss(hidden, weights, labels, bias))
+    assert values[1, 1] == np.inf
+    mask = np.ones(EXAMPLES, bool)
+    mask[1, 1] = False
+    np.testing.assert_array_equal(values[mask], expected[mask])
