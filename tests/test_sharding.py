@@ -87,3 +87,11 @@ def test_the_tied_embedding_train_step_learns_keeps_its_sharding_and_its_padding
     assert result["embedding_spec"] == "P('model', None)"
     assert result["padding_moved"] == 0 < result["vocabulary_moved"]
     assert result["all_gathers"] == []
+
+
+def test_classes_sharded_over_a_tuple_of_mesh_axes(report):
+    """On a 2 x 2 x 2 mesh, the classes over ("m1", "m2"): the device's place along both
+    axes gives its first class."""
+    errors = report["two_axes"]
+    assert set(errors) == {f"{name}-{way}" for name in ("softmax", "spherical") for way in ("gspmd", "shard_map")}
+    assert max(errors.values()) < 1e-10, errors
