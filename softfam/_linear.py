@@ -59,21 +59,25 @@ Two ways to shard:
   and ``class_where`` is the device's own ``(v,)`` part.
 
 Communication per step (one ``jax.value_and_grad`` for hidden, weights and bias), per device,
-with ``n`` examples on the device, ``v`` classes on the device, ``c`` bytes per element of
+with ``n`` examples on the device, ``v`` classes on the device, ``B`` bytes per element of
 the compute dtype (4 for float32, bfloat16 and float16 inputs; 8 for float64): payloads of
 all-reduces (a ring all-reduce over ``k`` devices sends ``2 (k - 1) / k`` times its payload).
 
-- Over the vocabulary axes, forward: ``3 n c`` bytes (the blocked losses: the partial
+- Over the vocabulary axes, forward: ``3 n B`` bytes (the blocked losses: the partial
   log-partitions' maximum and sum, and the target's logit; the statistics losses: ``s``,
-  ``q`` and the target's logit, ``2 n c`` for the spherical softmax and the squared error,
-  which do not use ``s``); ``n c`` more with ``label_smoothing`` (the sum of the log-scores),
+  ``q`` and the target's logit, ``2 n B`` for the spherical softmax and the squared error,
+  which do not use ``s``); ``n B`` more with ``label_smoothing`` (the sum of the log-scores),
   and ``4 n`` bytes more with ``class_where`` (whether the target is included).
 - Over the vocabulary axes, backward: ``n d`` elements of ``hidden``'s gradient, in its dtype.
 - Over the example axes, backward: the kernel's and the bias's gradients, ``(d + 1) v``
   elements in their dtype: the reduction that data parallelism always needs.
 
 No device holds more of the kernel than its own ``(d, v)`` shard; the kernel's gradient comes
-back sharded like the kernel.
+back sharded like the kernel. For example, 8192 examples over 2 devices (``n = 4096``), a
+vocabulary of 256,000 over 4 (``v = 64,000``), ``d = 4096``, bfloat16 hidden and kernel: 48 KiB
+forward and 32 MiB for ``hidden``'s gradient over the vocabulary axis, 500 MiB for the
+kernel's gradient over the example axis; gathering the whole kernel instead would move and
+hold 2 GiB per device.
 
 Sums and products accumulate in float32 for bfloat16 and float16 inputs (float64 stays
 float64); the loss comes back in ``hidden``'s dtype and each gradient in its input's dtype.
@@ -217,7 +221,8 @@ def _statistics_backward(residuals, cotangents):
     g_s, g_q = cotangents
     dtype = g_s.dtype
     h, b = hidden.astype(dtype), bias.astype(dtype)
-    d_hidden = g_s[:, None] * column_sums[None, :] + 2 * g_q[:, None] * (h_gram + weights_bias[None, :])
+    d_hidden = (g_s[:, None] * column_sums[None, :]
+                + 2 * g_q[:, None] * (h_gram + weights_bias[None, :]))
     h_g_q, h_g_s = h.T @ g_q, h.T @ g_s
     curvature = (h * g_q[:, None]).T @ h  # H^T diag(g_q) H
     d_weights = 2 * _dot(curvature, weights) + h_g_s[:, None] + 2 * h_g_q[:, None] * b[None, :]
@@ -427,7 +432,8 @@ def _arrays(hidden, weights, labels, bias, where, class_where) -> dict:
         raise ValueError(f"labels must have hidden's shape without its last axis, "
                          f"{hidden.shape[:-1]}; got {labels.shape}")
     num_classes = weights.shape[1]
-    bias = jnp.zeros(num_classes, weights.dtype) if bias is None else _validation.floating_array("bias", bias)
+    bias = (jnp.zeros(num_classes, weights.dtype) if bias is None
+            else _validation.floating_array("bias", bias))
     if bias.shape != (num_classes,):
         raise ValueError(f"bias must have shape ({num_classes},), got {bias.shape}")
     where = (jnp.ones(labels.shape, bool) if where is None
@@ -554,52 +560,6 @@ def _statistics_loss(name, loss: _StatisticsLoss, hidden, weights, labels, bias,
     return _result(_sharded(core, arrays, hyperparameters, axis_name), return_log_normalizer)
 
 
-_KEYWORDS_DOC = """
-    Args:
-      hidden: the output layer's inputs, shape ``(..., d)``.
-      weights: its kernel, shape ``(d, V)`` (a ``Dense`` kernel; a tied ``(V, d)`` embedding
-        passes as ``embedding.T``).
-      labels: integer classes, shape ``(...)``; one outside ``[0, V)`` gives NaN.
-      bias: optional, shape ``(V,)``.
-      where: optional boolean, shape ``(...)``: examples where False get loss 0 and no gradient.
-      class_where: optional boolean, shape ``(V,)``: the classes that exist (vocabulary
-        padding); the others get probability 0 and no gradient.
-      axis_name: the mesh axis or axes over which the classes are sharded: inside
-        ``shard_map`` (the arrays are then this device's shards), or under ``jit`` on a mesh
-        of ``Auto`` axes; on a mesh of explicit axes the inputs' types tell (module notes).
-"""
-
-_NORMALIZER_DOC = """      log_normalizer_penalty: optional ``w``: adds ``w (log Z)^2`` per example.
-      return_log_normalizer: if True, return ``(loss, log_z)``.
-"""
-
-_BLOCKED_DOC = """      logit_soft_cap: optional ``c > 0``: logits become ``c tanh(o / c)``.
-      label_smoothing: optional ``alpha`` in [0, 1): the cross-entropy against
-        ``(1 - alpha) onehot(c) + alpha / D``, ``D`` the number of included classes.
-      block_size: classes per block; at most (N, block_size) logits exist at once.
-"""
-
-_RETURNS_DOC = """
-    Returns:
-      The loss per example, shape ``(...)``, in ``hidden``'s dtype{}.
-"""
-
-
-def _document(*, normalizer: bool, blocked: bool, extra: str = ""):
-    """Appends the shared Args and Returns sections to a loss's docstring."""
-    def decorate(function):
-        summary, example = function.__doc__.split("    Example:")
-        function.__doc__ = (summary.rstrip() + "\n" + _KEYWORDS_DOC
-                            + (_NORMALIZER_DOC if normalizer else "")
-                            + (_BLOCKED_DOC if blocked else "") + extra
-                            + _RETURNS_DOC.format("; with ``return_log_normalizer``, also ``log Z``"
-                                                  if normalizer else "")
-                            + "\n    Example:" + example)
-        return function
-    return decorate
-
-
-@_document(normalizer=True, blocked=True)
 def linear_softmax_cross_entropy_with_integer_labels(
     hidden: jax.typing.ArrayLike,
     weights: jax.typing.ArrayLike,
@@ -618,6 +578,37 @@ def linear_softmax_cross_entropy_with_integer_labels(
     """``softmax_cross_entropy_with_integer_labels(hidden @ weights + bias, labels)`` without
     the logits: ``logsumexp(o) - o_c``, the log-sum taken over blocks of ``block_size`` classes.
 
+    Communication per device and step when sharded (module notes), with ``n`` examples and
+    ``v`` classes on the device, ``B`` bytes per number of the compute dtype: all-reduces over
+    the vocabulary axes of ``3 n B`` bytes forward (``4 n B`` with ``label_smoothing``; ``4 n``
+    more with ``class_where``), and of ``n d``
+    numbers of ``hidden``'s gradient in its dtype; over the example axes, of the
+    ``(d + 1) v`` numbers of the kernel's and the bias's gradients in their dtype.
+
+    Args:
+      hidden: the output layer's inputs, shape ``(..., d)``.
+      weights: its kernel, shape ``(d, V)`` (a ``Dense`` kernel; a tied ``(V, d)`` embedding
+        passes as ``embedding.T``).
+      labels: integer classes, shape ``(...)``; one outside ``[0, V)`` gives NaN.
+      bias: optional, shape ``(V,)``.
+      where: optional boolean, shape ``(...)``: examples where False get loss 0 and no gradient.
+      class_where: optional boolean, shape ``(V,)``: the classes that exist (vocabulary
+        padding); the others get probability 0 and no gradient; a label naming one gives +inf.
+      log_normalizer_penalty: optional ``w``: adds ``w (log Z)^2`` per example.
+      return_log_normalizer: if True, return ``(loss, log_z)``, ``log_z`` per example.
+      logit_soft_cap: optional ``c > 0``: logits become ``c tanh(o / c)``.
+      label_smoothing: optional ``alpha`` in [0, 1): the cross-entropy against
+        ``(1 - alpha) onehot(c) + alpha / D``, ``D`` the number of included classes.
+      block_size: classes per block; at most (N, block_size) logits exist at once.
+      axis_name: the mesh axis or axes over which the classes are sharded: inside
+        ``shard_map`` (the arrays are then this device's shards), or under ``jit`` on a mesh
+        of ``Auto`` axes; on a mesh of explicit axes the inputs' types tell.
+
+    Returns:
+      The loss per example, shape ``(...)``, in ``hidden``'s dtype; with
+      ``return_log_normalizer``, ``(loss, log_z)``, ``log_z`` of the same shape and dtype
+      (0 where ``where`` is False).
+
     Example:
       >>> import jax.numpy as jnp, softfam
       >>> h, w = jnp.array([[1.0, 2.0]]), jnp.array([[1.0, 0.0, 2.0], [0.0, 1.0, -1.0]])
@@ -632,9 +623,6 @@ def linear_softmax_cross_entropy_with_integer_labels(
         block_size=block_size, axis_name=axis_name)
 
 
-@_document(normalizer=True, blocked=True, extra="""      order: even, >= 2. Order 2 refuses
-        ``logit_soft_cap`` and ``label_smoothing`` (it is computed from the statistics).
-""")
 def linear_taylor_softmax_cross_entropy_with_integer_labels(
     hidden: jax.typing.ArrayLike,
     weights: jax.typing.ArrayLike,
@@ -655,6 +643,39 @@ def linear_taylor_softmax_cross_entropy_with_integer_labels(
     without the logits. Order 2 is of the spherical family, computed exactly from the
     statistics in O((N + V) d^2): ``log(D + s + q/2) - log T_2(o_c)``; higher orders over
     blocks of ``block_size`` classes.
+
+    Communication per device and step when sharded (module notes), with ``n`` examples and
+    ``v`` classes on the device, ``B`` bytes per number of the compute dtype: all-reduces over
+    the vocabulary axes of ``3 n B`` bytes forward (order > 2: ``4 n B`` with ``label_smoothing``;
+    ``4 n`` more with ``class_where``), and of ``n d``
+    numbers of ``hidden``'s gradient in its dtype; over the example axes, of the
+    ``(d + 1) v`` numbers of the kernel's and the bias's gradients in their dtype.
+
+    Args:
+      hidden: the output layer's inputs, shape ``(..., d)``.
+      weights: its kernel, shape ``(d, V)`` (a ``Dense`` kernel; a tied ``(V, d)`` embedding
+        passes as ``embedding.T``).
+      labels: integer classes, shape ``(...)``; one outside ``[0, V)`` gives NaN.
+      bias: optional, shape ``(V,)``.
+      where: optional boolean, shape ``(...)``: examples where False get loss 0 and no gradient.
+      order: even, >= 2. Order 2 is computed from the statistics and refuses
+        ``logit_soft_cap`` and ``label_smoothing``.
+      class_where: optional boolean, shape ``(V,)``: the classes that exist (vocabulary
+        padding); the others get probability 0 and no gradient; a label naming one gives +inf.
+      log_normalizer_penalty: optional ``w``: adds ``w (log Z)^2`` per example.
+      return_log_normalizer: if True, return ``(loss, log_z)``, ``log_z`` per example.
+      logit_soft_cap: optional ``c > 0``: logits become ``c tanh(o / c)``.
+      label_smoothing: optional ``alpha`` in [0, 1): the cross-entropy against
+        ``(1 - alpha) onehot(c) + alpha / D``, ``D`` the number of included classes.
+      block_size: classes per block; at most (N, block_size) logits exist at once.
+      axis_name: the mesh axis or axes over which the classes are sharded: inside
+        ``shard_map`` (the arrays are then this device's shards), or under ``jit`` on a mesh
+        of ``Auto`` axes; on a mesh of explicit axes the inputs' types tell.
+
+    Returns:
+      The loss per example, shape ``(...)``, in ``hidden``'s dtype; with
+      ``return_log_normalizer``, ``(loss, log_z)``, ``log_z`` of the same shape and dtype
+      (0 where ``where`` is False).
 
     Example:
       >>> import jax.numpy as jnp, softfam
@@ -678,8 +699,6 @@ def linear_taylor_softmax_cross_entropy_with_integer_labels(
                          block_size=block_size, **keywords)
 
 
-@_document(normalizer=True, blocked=False, extra="""      epsilon: ``eps > 0``.
-""")
 def linear_spherical_softmax_cross_entropy_with_integer_labels(
     hidden: jax.typing.ArrayLike,
     weights: jax.typing.ArrayLike,
@@ -699,6 +718,34 @@ def linear_spherical_softmax_cross_entropy_with_integer_labels(
     exactly from the statistics, in O((N + V) d^2): ``log(q + D eps) - log(o_c^2 + eps)``.
     ``logit_soft_cap`` and ``label_smoothing`` are refused: see the module's notes.
 
+    Communication per device and step when sharded (module notes), with ``n`` examples and
+    ``v`` classes on the device, ``B`` bytes per number of the compute dtype: all-reduces over
+    the vocabulary axes of ``2 n B`` bytes forward (``q`` and ``o_c``; ``4 n`` more with
+    ``class_where``), and of ``n d``
+    numbers of ``hidden``'s gradient in its dtype; over the example axes, of the
+    ``(d + 1) v`` numbers of the kernel's and the bias's gradients in their dtype.
+
+    Args:
+      hidden: the output layer's inputs, shape ``(..., d)``.
+      weights: its kernel, shape ``(d, V)`` (a ``Dense`` kernel; a tied ``(V, d)`` embedding
+        passes as ``embedding.T``).
+      labels: integer classes, shape ``(...)``; one outside ``[0, V)`` gives NaN.
+      bias: optional, shape ``(V,)``.
+      where: optional boolean, shape ``(...)``: examples where False get loss 0 and no gradient.
+      epsilon: ``eps > 0``.
+      class_where: optional boolean, shape ``(V,)``: the classes that exist (vocabulary
+        padding); the others get probability 0 and no gradient; a label naming one gives +inf.
+      log_normalizer_penalty: optional ``w``: adds ``w (log Z)^2`` per example.
+      return_log_normalizer: if True, return ``(loss, log_z)``, ``log_z`` per example.
+      axis_name: the mesh axis or axes over which the classes are sharded: inside
+        ``shard_map`` (the arrays are then this device's shards), or under ``jit`` on a mesh
+        of ``Auto`` axes; on a mesh of explicit axes the inputs' types tell.
+
+    Returns:
+      The loss per example, shape ``(...)``, in ``hidden``'s dtype; with
+      ``return_log_normalizer``, ``(loss, log_z)``, ``log_z`` of the same shape and dtype
+      (0 where ``where`` is False).
+
     Example:
       >>> import jax.numpy as jnp, softfam
       >>> h, w = jnp.array([[1.0]]), jnp.array([[3.0, 4.0]])
@@ -716,7 +763,6 @@ def linear_spherical_softmax_cross_entropy_with_integer_labels(
         axis_name=axis_name, epsilon=epsilon)
 
 
-@_document(normalizer=False, blocked=False)
 def linear_squared_error_with_integer_labels(
     hidden: jax.typing.ArrayLike,
     weights: jax.typing.ArrayLike,
@@ -736,6 +782,29 @@ def linear_squared_error_with_integer_labels(
     ``log_normalizer_penalty``, ``return_log_normalizer``, ``logit_soft_cap`` and
     ``label_smoothing`` are refused.
 
+    Communication per device and step when sharded (module notes), with ``n`` examples and
+    ``v`` classes on the device, ``B`` bytes per number of the compute dtype: all-reduces over
+    the vocabulary axes of ``2 n B`` bytes forward (``q`` and ``o_c``; ``4 n`` more with
+    ``class_where``), and of ``n d``
+    numbers of ``hidden``'s gradient in its dtype; over the example axes, of the
+    ``(d + 1) v`` numbers of the kernel's and the bias's gradients in their dtype.
+
+    Args:
+      hidden: the output layer's inputs, shape ``(..., d)``.
+      weights: its kernel, shape ``(d, V)`` (a ``Dense`` kernel; a tied ``(V, d)`` embedding
+        passes as ``embedding.T``).
+      labels: integer classes, shape ``(...)``; one outside ``[0, V)`` gives NaN.
+      bias: optional, shape ``(V,)``.
+      where: optional boolean, shape ``(...)``: examples where False get loss 0 and no gradient.
+      class_where: optional boolean, shape ``(V,)``: the classes that exist (vocabulary
+        padding); the others get probability 0 and no gradient; a label naming one gives +inf.
+      axis_name: the mesh axis or axes over which the classes are sharded: inside
+        ``shard_map`` (the arrays are then this device's shards), or under ``jit`` on a mesh
+        of ``Auto`` axes; on a mesh of explicit axes the inputs' types tell.
+
+    Returns:
+      The loss per example, shape ``(...)``, in ``hidden``'s dtype.
+
     Example:
       >>> import jax.numpy as jnp, softfam
       >>> h, w = jnp.array([[1.0]]), jnp.array([[0.5, 2.0]])
@@ -750,8 +819,6 @@ def linear_squared_error_with_integer_labels(
         axis_name=axis_name)
 
 
-@_document(normalizer=False, blocked=False, extra="""      a, b: as in ``z_loss_from_statistics``.
-""")
 def linear_z_loss_with_integer_labels(
     hidden: jax.typing.ArrayLike,
     weights: jax.typing.ArrayLike,
@@ -771,6 +838,30 @@ def linear_z_loss_with_integer_labels(
     """``z_loss_with_integer_labels(hidden @ weights + bias, labels)`` exactly from the
     statistics, in O((N + V) d^2). It has no normalizer: ``log_normalizer_penalty``,
     ``return_log_normalizer``, ``logit_soft_cap`` and ``label_smoothing`` are refused.
+
+    Communication per device and step when sharded (module notes), with ``n`` examples and
+    ``v`` classes on the device, ``B`` bytes per number of the compute dtype: all-reduces over
+    the vocabulary axes of ``3 n B`` bytes forward (``s``, ``q`` and ``o_c``; ``4 n`` more with
+    ``class_where``), and of ``n d``
+    numbers of ``hidden``'s gradient in its dtype; over the example axes, of the
+    ``(d + 1) v`` numbers of the kernel's and the bias's gradients in their dtype.
+
+    Args:
+      hidden: the output layer's inputs, shape ``(..., d)``.
+      weights: its kernel, shape ``(d, V)`` (a ``Dense`` kernel; a tied ``(V, d)`` embedding
+        passes as ``embedding.T``).
+      labels: integer classes, shape ``(...)``; one outside ``[0, V)`` gives NaN.
+      bias: optional, shape ``(V,)``.
+      where: optional boolean, shape ``(...)``: examples where False get loss 0 and no gradient.
+      a, b: as in ``z_loss_from_statistics``.
+      class_where: optional boolean, shape ``(V,)``: the classes that exist (vocabulary
+        padding); the others get probability 0 and no gradient; a label naming one gives +inf.
+      axis_name: the mesh axis or axes over which the classes are sharded: inside
+        ``shard_map`` (the arrays are then this device's shards), or under ``jit`` on a mesh
+        of ``Auto`` axes; on a mesh of explicit axes the inputs' types tell.
+
+    Returns:
+      The loss per example, shape ``(...)``, in ``hidden``'s dtype.
 
     Example:
       >>> import jax.numpy as jnp, softfam
