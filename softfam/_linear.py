@@ -386,6 +386,7 @@ _log_partition.defvjp(_log_partition_forward, _log_partition_backward)
 def _blocked_core(log_score: Callable, block_size: int, axes, num_classes, arrays, hyperparameters):
     shard = _shard(arrays, num_classes)
     cap = hyperparameters.get("logit_soft_cap")
+    cap = None if cap is None else lax.stop_gradient(jnp.asarray(cap))  # a constant, not learned
     smoothing = hyperparameters.get("label_smoothing")
     local_log_z, local_log_f_sum = _log_partition(
         shard.hidden, shard.weights, shard.bias,
@@ -596,7 +597,8 @@ def linear_softmax_cross_entropy_with_integer_labels(
         padding); the others get probability 0 and no gradient; a label naming one gives +inf.
       log_normalizer_penalty: optional ``w``: adds ``w (log Z)^2`` per example.
       return_log_normalizer: if True, return ``(loss, log_z)``, ``log_z`` per example.
-      logit_soft_cap: optional ``c > 0``: logits become ``c tanh(o / c)``.
+      logit_soft_cap: optional ``c > 0``: logits become ``c tanh(o / c)`` (``c`` gets no
+        gradient).
       label_smoothing: optional ``alpha`` in [0, 1): the cross-entropy against
         ``(1 - alpha) onehot(c) + alpha / D``, ``D`` the number of included classes.
       block_size: classes per block; at most (N, block_size) logits exist at once.
@@ -664,7 +666,8 @@ def linear_taylor_softmax_cross_entropy_with_integer_labels(
         padding); the others get probability 0 and no gradient; a label naming one gives +inf.
       log_normalizer_penalty: optional ``w``: adds ``w (log Z)^2`` per example.
       return_log_normalizer: if True, return ``(loss, log_z)``, ``log_z`` per example.
-      logit_soft_cap: optional ``c > 0``: logits become ``c tanh(o / c)``.
+      logit_soft_cap: optional ``c > 0``: logits become ``c tanh(o / c)`` (``c`` gets no
+        gradient).
       label_smoothing: optional ``alpha`` in [0, 1): the cross-entropy against
         ``(1 - alpha) onehot(c) + alpha / D``, ``D`` the number of included classes.
       block_size: classes per block; at most (N, block_size) logits exist at once.

@@ -433,3 +433,13 @@ def test_a_label_naming_an_excluded_class_gives_inf_and_its_neighbours_are_untou
     mask = np.ones(EXAMPLES, bool)
     mask[1, 1] = False
     np.testing.assert_array_equal(values[mask], expected[mask])
+
+
+@pytest.mark.parametrize("name", ["softmax", "taylor-4"])
+def test_the_cap_is_a_constant_and_gets_no_gradient(name):
+    """Its own pass would need the cap's derivative block by block; a traced cap is held
+    constant, the value still depends on it."""
+    hidden, weights, labels, bias = inputs(jnp.float32)
+    total = lambda cap: jnp.sum(LINEAR[name](hidden, weights, labels, bias, logit_soft_cap=cap))  # noqa: E731
+    assert float(jax.grad(total)(2.0)) == 0.0
+    assert float(total(2.0)) != float(total(3.0))
