@@ -10,9 +10,11 @@
 
 Any config field can be overridden on ``show`` and ``run``, lists separated by commas:
   python -m experiments run digits-mlp --config.losses=log-softmax,log-taylor-2 \\
-      --config.seeds=0,1 --config.max_epochs=3
+      --config.seeds=0,1 --config.max_epochs=3 --config.dropout=0.1
+  python -m experiments run digits-mlp --config.tuning=random --config.trials=16 \\
+      --config.learning_rate=1e-4,1e-1 --config.weight_decay=0,0.1
   python -m experiments run digits-mlp --config.dataset=npz:my_data.npz --output results/mine
-``python -m experiments show digits-mlp`` lists the fields. Compiled programs are cached in
+``python -m experiments show digits-mlp`` lists the fields and the hyperparameters. Compiled programs are cached in
 $SOFTFAM_CACHE (default ~/.cache/softfam/jax), so a command run again compiles nothing.
 """
 
@@ -22,6 +24,9 @@ import sys
 from pathlib import Path
 
 from experiments import benchmark_factored, benchmark_linear, benchmark_normalizers, configs
+from experiments.config import Config, ConfigError, describe
+from experiments.data import DataError
+from experiments.records import RunError
 
 
 BENCHMARKS = {"normalizers": benchmark_normalizers, "factored": benchmark_factored,
@@ -46,11 +51,30 @@ def _run(args, experiment) -> str:
     """Runs a comparison, or each comparison of a study; returns its table."""
     from experiments import comparison, data, study, tables
 
-    if isinstance(experiment, configs.Config):
+    if isinstance(experiment, Config):
         comparison.run(experiment, _output(args), data.load(experiment.dataset, args.data_dir),
                        args.command_line)
         return tables.write(_output(args))
     return study.run(args.experiment, experiment, _output(args), args.data_dir, args.command_line)
+
+
+def _tables(args) -> str:
+    from experiments import study, tables
+
+    output = _output(args)
+    if not (output / "config.json").exists() and not (output / "study.json").exists():
+        raise FileNotFoundError(f"{output} holds no comparison or study; run it first")
+    if (output / "study.json").exists():
+        return study.write(output, with_comparisons=True)
+    return tables.write(output)
+
+
+def _distributed(args) -> None:
+    """Joins a multi-process run; only process 0 will write (``experiments.records``)."""
+    import jax
+
+    jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+    os.environ["SOFTFAM_PROCESS_INDEX"] = str(jax.process_index())
 
 
 def main(argv=None) -> int:
@@ -93,33 +117,20 @@ def main(argv=None) -> int:
     if args.command == "benchmark":
         BENCHMARKS[args.target].run(args)
         return 0
-    if args.command == "tables":
-        from experiments import study, tables
-
-        experiment = configs.get(args.experiment)
-        table = (tables.write(_output(args)) if isinstance(experiment, configs.Config)
-                 else study.write(_output(args), with_comparisons=True))
-        print(table)
-        return 0
     try:
+        if args.command == "tables":
+            print(_tables(args))
+            return 0
         experiment = configs.get(args.experiment, overrides)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if args.command == "show":
-        for config in (experiment,) if isinstance(experiment, configs.Config) else experiment:
-            print(f"# {config.name}\n{configs.describe(config)}\n")
-        return 0
-    from experiments import data, train
-
-    _enable_compilation_cache()
-    if args.distributed:
-        import jax
-
-        jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
-    try:
+        if args.command == "show":
+            for config in (experiment,) if isinstance(experiment, Config) else experiment:
+                print(f"# {config.name}\n{describe(config)}\n")
+            return 0
+        _enable_compilation_cache()
+        if args.distributed:
+            _distributed(args)
         print(_run(args, experiment))
-    except (data.DataError, train.RunError) as error:
+    except (ConfigError, DataError, RunError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

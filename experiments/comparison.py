@@ -1,178 +1,87 @@
-"""A comparison of losses on one dataset and model: tune each loss fairly, then train seeds.
+"""A comparison of losses on one dataset and model: tune each loss, then train its final seeds.
 
-For each loss, a point is a learning rate and a value of each of the loss's hyperparameters.
-Every point of the starting grid (``config.learning_rates`` times ``Config.grid``) is trained
-with every tuning seed (at least 2, none of them a final seed). A point that diverged on any
-tuning seed is out; of the rest, the one with the lowest best-epoch validation NLL (error for
-squared error, which defines no distribution, and for the Z-loss, whose softmax has an
-arbitrary temperature: ``Loss.stopping_metric``) averaged over the tuning seeds is chosen.
-While the chosen point sits at an end of the values tried along some axis (that coordinate
-varied, the others fixed), the point one step past that end is tried too (the step is the ratio
-of the two end values, 3 for a single value), unless it lies outside ``config.bounds``; then
-the choice is made again. The final point is trained with each of ``seeds`` and its best epoch
-evaluated once on the test set. The test set plays no part in the choice.
+For each loss of the config, its points are chosen by ``experiments.tuning`` (grid widening
+or random search, on the tuning seeds), then the chosen point is trained with each of
+``config.seeds`` and its best validation evaluated once on the test set.
 
-Layout under ``<output>/``: ``config.json`` (the effective config, the command that made it,
-the baselines and, for a linear output layer, ``dense_reference``: log-softmax timed through
-the dense logits, ``experiments.train.dense_reference``) and ``runs/<loss>/``, with ``tune-<point>/`` for each point tried and ``final/``, each a
-run directory (``experiments.train``).
+Everything is written under ``<output>/`` as ``experiments.records`` describes: a model whose
+record is there is read, not trained again, so a comparison started again resumes, and one
+that has finished only renders its table. A directory made under a config with another
+fingerprint (``Config.fingerprint``: the fields that change training) is refused.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
-import json
+import shutil
 from pathlib import Path
-from typing import Callable, Optional
 
-import numpy as np
+from tqdm.auto import tqdm
 
-from experiments import metrics, train
-from experiments.configs import Config
+from experiments import losses, metrics, records, train, tuning
+from experiments.config import Config, to_json
 from experiments.data import Dataset
-from experiments.io import write_json_atomically
 
 
-def starting_points(config: Config, loss: str) -> list[dict[str, float]]:
-    """Every combination of the learning rates and the loss's starting hyperparameter grid."""
-    grid = {"learning_rate": config.learning_rates, **config.grid(loss)}
-    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
-
-
-def loss_hyperparameters(point: dict[str, float]) -> dict[str, float]:
-    return {k: v for k, v in point.items() if k != "learning_rate"}
-
-
-def setting_name(point: dict[str, float]) -> str:
-    return "-".join(f"{k}={v:g}" for k, v in sorted(point.items())) or "default"
-
-
-def same(a: float, b: float) -> bool:
-    """Whether two values of a coordinate name the same setting (``setting_name``'s 6 digits):
-    a learning rate stepped down to 0.009 / 3 = 0.0030000000000000005 is the grid's 0.003."""
-    return f"{a:g}" == f"{b:g}"
-
-
-def line(points: list[dict], chosen: dict, axis: str) -> list[float]:
-    """The values of ``axis`` tried with every other coordinate at its chosen value, sorted,
-    one per setting."""
-    values = {f"{p[axis]:g}": p[axis] for p in points
-              if all(same(p[k], v) for k, v in chosen.items() if k != axis)}
-    return sorted(values.values())
-
-
-def within(value: float, bounds) -> bool:
-    """Whether ``value`` lies in the (low, high) ``bounds``, up to rounding (1e-9 relative): a
-    step computed as 0.15 / 3 = 0.04999... is at a bound of 0.05, not beyond it."""
-    low, high = bounds
-    return low * (1 - 1e-9) <= value <= high * (1 + 1e-9)
-
-
-def beyond_edge(values: list[float], value: float, bounds) -> Optional[tuple[float, bool]]:
-    """``(next value, whether it is within bounds)`` one step past the end of the sorted
-    ``values`` that ``value`` sits at, or None when it is interior. The step is the ratio of
-    the two values at that end (3 for a single value, which sits at both ends: the upper one
-    first, the lower one once the upper is out of bounds)."""
-    if not same(value, values[0]) and not same(value, values[-1]):
-        return None
-    if same(value, values[-1]):
-        upper = value * (values[-1] / values[-2] if len(values) > 1 else 3.0)
-        if within(upper, bounds) or len(values) > 1:
-            return upper, within(upper, bounds)
-    lower = value / (values[1] / values[0] if len(values) > 1 else 3.0)
-    return lower, within(lower, bounds)
-
-
-def widening(points: list[dict], chosen: dict, bounds: dict) -> list[dict]:
-    """The points one step past each end of the grid that ``chosen`` sits at, within bounds."""
-    new = []
-    for axis, value in chosen.items():
-        edge = beyond_edge(line(points, chosen, axis), value, bounds[axis])
-        if edge is not None and edge[1]:
-            new.append({**chosen, axis: edge[0]})
-    return new
-
-
-def best_records(history: list[dict]) -> list[dict]:
-    """Each model's validation record at its best epoch, with ``diverged`` from its end record."""
-    valid = {(r["learning_rate"], r["seed"], r["epoch"]): r for r in history if r["split"] == "valid"}
-    return [{**valid[(end["learning_rate"], end["seed"], end["best_epoch"])], "diverged": False}
-            if not end["diverged"] else {**end, "error": np.inf, "nll": None}
-            for end in history if end["split"] == "end"]
-
-
-def choose(candidates: list[tuple[dict, dict]], metric: Callable[[dict], float]) -> tuple[dict, float]:
-    """The (setting, learning rate) with the lowest mean over its tuning seeds of ``metric``,
-    the one early stopping uses (``Loss.stopping_metric``); a candidate that diverged on any
-    seed is never chosen; first wins ties."""
-    groups: dict[tuple, list] = {}
-    for hyper, record in candidates:
-        groups.setdefault((setting_name(hyper), record["learning_rate"]), []).append((hyper, record))
-
-    def key(group):
-        records = [record for _, record in group]
-        if any(r["diverged"] for r in records):
-            return (True, np.inf)
-        return (False, np.mean([metric(r) for r in records]))
-
-    group = min(groups.values(), key=key)
-    if key(group)[0]:
-        raise RuntimeError("every setting diverged on some tuning seed")
-    hyper, record = group[0]
-    return hyper, record["learning_rate"]
-
-
-def search(points: list[dict], tune: Callable[[dict], list[dict]], bounds: dict,
-           metric: Callable[[dict], float]) -> tuple[dict, float]:
-    """Tunes the starting ``points`` (``tune(point)``: the best-epoch validation record of each
-    tuning seed), chooses by ``metric``, and widens past the ends the choice sits at until it
-    is interior or bounded; returns the chosen (hyperparameters, learning rate)."""
-    tuned: dict[str, tuple[dict, list[dict]]] = {}  # name: (point, records)
-    while points:
-        tuned.update({setting_name(point): (point, tune(point)) for point in points})
-        hyper, learning_rate = choose([(loss_hyperparameters(point), record)
-                                       for point, records in tuned.values() for record in records],
-                                      metric)
-        chosen = {"learning_rate": learning_rate, **hyper}
-        tried = [point for point, _ in tuned.values()]
-        points = [p for p in widening(tried, chosen, bounds) if setting_name(p) not in tuned]
-    return hyper, learning_rate
-
-
-def run(config: Config, output: Path, data: Dataset, command: str) -> dict[str, Path]:
-    """Tunes and trains every loss of ``config``; returns each loss's final run directory."""
-    output = Path(output)
-    config_path = output / "config.json"
-    saved = json.loads(json.dumps(dataclasses.asdict(config)))
-    previous = json.loads(config_path.read_text()) if config_path.exists() else {}
-    if previous and previous["config"] != saved:
-        raise train.RunError(f"{output} holds a comparison of another configuration "
-                             f"({config_path}); choose another output directory or delete that one")
-    reference = previous.get("dense_reference")
-    if reference is None and config.output_layer == "linear" and "log-softmax" in config.losses:
-        reference = train.dense_reference(config, data)
-    write_json_atomically(config_path, {
-        "config": saved, "command": command, "num_classes": data.num_classes,
+def describe(config: Config, data: Dataset, command: str, previous: dict) -> dict:
+    """What ``config.json`` holds of a comparison (``experiments.records``)."""
+    comparison = {
+        "config": to_json(config), "fingerprint": config.fingerprint(), "command": command,
+        "num_classes": data.num_classes,
         "baselines": metrics.baselines(data.train.labels[: config.train_subset],
                                        data.test.labels, data.num_classes),
-        **({} if data.bayes_error is None else {"bayes_error": data.bayes_error}),
-        **({} if reference is None else {"dense_reference": reference})})
-    finals = {}
+        "losses": {loss: {**losses.properties(loss), "space": config.space(loss)}
+                   for loss in config.losses},
+    }
+    if data.bayes_error is not None:
+        comparison["bayes_error"] = data.bayes_error
+    reference = previous.get("dense_reference")
+    if reference is None and config.output_layer == "linear" and "log-softmax" in config.losses:
+        first = {name: axis["values"][0] for name, axis in config.space("log-softmax").items()}
+        reference = train.dense_reference(config, data, first)
+    if reference is not None:
+        comparison["dense_reference"] = reference
+    return comparison
+
+
+def run(config: Config, output: Path, data: Dataset, command: str) -> None:
+    """Tunes and trains every loss of ``config`` (or reads what is already done)."""
+    output = Path(output)
+    previous = records.read_comparison(output) if (output / "config.json").exists() else {}
+    if previous and previous.get("fingerprint") != config.fingerprint():
+        raise records.RunError(
+            f"{output} holds a comparison trained under other settings (its config.json has "
+            f"fingerprint {previous.get('fingerprint')}, this config {config.fingerprint()}); "
+            "choose another output directory or delete that one")
+    records.write_comparison(output, describe(config, data, command, previous))
+    done = {records.record_key(r): r for r in records.read(output)}
+    environment = train.environment()
     for loss in config.losses:
-        trainer = train.trainer(config, loss, data)
+        program = train.Program(config, loss, data)
+        metric = program.loss.stopping_metric
 
-        def tune(point):
-            name = setting_name(point)
-            tuning = train.Run(loss, loss_hyperparameters(point), (point["learning_rate"],),
-                               config.tuning_seeds, test=False)
-            return best_records(train.run(config, tuning, output / "runs" / loss / f"tune-{name}",
-                                          data, trainer, progress=f"{loss} tune {name}"))
+        def trained(point, seeds, stage, bar):
+            models = []
+            for seed in seeds:
+                key = records.key(loss, stage, point, seed)
+                if key not in done:
+                    work_dir = output / "work" / loss / f"{stage}-{records.point_name(point)}-seed{seed}"
+                    model = {"loss": loss, "stage": stage, "point": point, "seed": seed,
+                             **train.fit(program, point, seed, data, work_dir, stage == "final", bar)}
+                    if stage == "final":
+                        model["train_epoch_temporary_bytes"] = program.epoch_temporary_bytes(point)
+                    done[key] = records.add(output, model, environment)
+                    train.finish(work_dir)
+                models.append(done[key])
+            return models
 
-        hyper, learning_rate = search(starting_points(config, loss), tune, config.bounds,
-                                      trainer.loss.stopping_metric)
-        final_dir = output / "runs" / loss / "final"
-        train.run(config, train.Run(loss, hyper, (learning_rate,), config.seeds, test=True),
-                  final_dir, data, trainer, progress=f"{loss} final")
-        finals[loss] = final_dir
-    return finals
+        with tqdm(desc=f"{loss}", leave=False) as bar:
+            space = config.space(loss)
+
+            def tune(point):
+                return trained(point, config.tuning_seeds, "tune", bar)
+
+            chosen = (tuning.search_grid(space, tune, metric) if config.tuning == "grid"
+                      else tuning.search_random(space, config.trials, tune, metric))
+            trained(chosen, config.seeds, "final", bar)
+    if records.writer():  # every model's working files went with its record
+        shutil.rmtree(output / "work", ignore_errors=True)

@@ -5,7 +5,10 @@ n-gram language model.
 inputs of shape ``(batch, *input_shape)``: images ``(H, W, C)`` or token contexts ``(n,)``.
 ``apply`` is the linear output layer ``params["output"]`` applied to ``features(params,
 inputs)``, the last hidden layer, which never reads ``params["output"]`` (so that another
-output layer can take its place). Hidden layers are rectifiers with He initialisation
+output layer can take its place). With ``dropout=(rate, key)``, ``features`` applies inverted
+dropout to every hidden layer's activations (each kept with probability ``1 - rate`` and
+divided by it; a mask per layer from ``fold_in(key, layer)``); without it, it is
+deterministic, as in evaluation. Hidden layers are rectifiers with He initialisation
 (weights ~ N(0, 2 / fan_in), biases 0), as in de Brebisson & Vincent; the output layer uses
 N(0, 1 / fan_in).
 """
@@ -14,13 +17,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 Params = dict
+Dropout = Optional[tuple[jax.Array, jax.Array]]  # (rate, key) in training, None in evaluation
 
 
 def _affine(h: jax.Array, layer: Params) -> jax.Array:
@@ -32,6 +36,14 @@ def _dense(key, fan_in: int, fan_out: int, gain: float) -> Params:
     return {"w": weights, "b": jnp.zeros((fan_out,))}
 
 
+def _drop(h: jax.Array, dropout: Dropout, layer: int) -> jax.Array:
+    if dropout is None:
+        return h
+    rate, key = dropout
+    keep = jax.random.bernoulli(jax.random.fold_in(key, layer), 1 - rate, h.shape)
+    return jnp.where(keep, h / (1 - rate), 0).astype(h.dtype)
+
+
 def _conv(key, size: int, channels_in: int, channels_out: int) -> Params:
     fan_in = size * size * channels_in
     weights = jax.random.normal(key, (size, size, channels_in, channels_out)) * math.sqrt(2 / fan_in)
@@ -41,7 +53,8 @@ def _conv(key, size: int, channels_in: int, channels_out: int) -> Params:
 @dataclass(frozen=True)
 class Model:
     init: Callable[[jax.Array, tuple[int, ...], int], Params]
-    features: Callable[[Params, jax.Array], jax.Array]  # (batch, d): the output layer's input
+    # features(params, inputs, dropout=None) -> (batch, d): the output layer's input
+    features: Callable[..., jax.Array]
 
     def apply(self, params: Params, inputs: jax.Array) -> jax.Array:
         return _affine(self.features(params, inputs), params["output"])
@@ -56,10 +69,10 @@ def mlp(widths: tuple[int, ...]) -> Model:
         return {"hidden": [_dense(k, i, o, 2.0) for k, i, o in zip(keys, sizes, sizes[1:])],
                 "output": _dense(keys[-1], sizes[-1], num_classes, 1.0)}
 
-    def features(params, images):
+    def features(params, images, dropout: Dropout = None):
         h = images.reshape(images.shape[0], -1)
-        for layer in params["hidden"]:
-            h = jax.nn.relu(_affine(h, layer))
+        for index, layer in enumerate(params["hidden"]):
+            h = _drop(jax.nn.relu(_affine(h, layer)), dropout, index)
         return h
 
     return Model(init, features)
@@ -84,15 +97,16 @@ def cnn(channels: tuple[int, ...], width: int) -> Model:
             "output": _dense(keys[-1], width, num_classes, 1.0),
         }
 
-    def features(params, images):
+    def features(params, images, dropout: Dropout = None):
         h = images
-        for conv in params["convs"]:
+        for index, conv in enumerate(params["convs"]):
             h = lax.conv_general_dilated(
                 h, conv["w"], window_strides=(2, 2), padding="SAME",
                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
             )
-            h = jax.nn.relu(h + conv["b"][None, None, None, :])
-        return jax.nn.relu(_affine(h.reshape(h.shape[0], -1), params["hidden"]))
+            h = _drop(jax.nn.relu(h + conv["b"][None, None, None, :]), dropout, index)
+        h = jax.nn.relu(_affine(h.reshape(h.shape[0], -1), params["hidden"]))
+        return _drop(h, dropout, len(params["convs"]))
 
     return Model(init, features)
 
@@ -111,8 +125,8 @@ def ngram(embedding: int, widths: tuple[int, ...]) -> Model:
             **hidden_mlp.init(mlp_key, (context * embedding,), num_classes),
         }
 
-    def features(params, tokens):
-        return hidden_mlp.features(params, params["embedding"][tokens])  # mlp flattens
+    def features(params, tokens, dropout: Dropout = None):
+        return hidden_mlp.features(params, params["embedding"][tokens], dropout)  # mlp flattens
 
     return Model(init, features)
 

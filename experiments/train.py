@@ -1,31 +1,28 @@
-"""Training: one model at a time, compiled once per loss and model, early-stopped, resumable.
+"""Training one model, top to bottom: create the state, train steps, evaluate, fit.
 
-A ``Trainer`` holds the jitted functions for one loss on one model and dataset: ``init``,
-``train_epoch`` (one ``lax.scan`` over the epoch's minibatches) and ``evaluate``. The learning
-rate (in the optimizer state, ``optax.inject_hyperparams``) and the loss's hyperparameters are
-traced arguments, so every tuning and final run of the loss reuses the same compiled programs.
-Each seed is split into keys for initialisation and data order (no dropout), so a seed gives
-the same numbers whatever the learning rate.
+``Program`` holds the compiled functions of one loss on one config and dataset: ``init``,
+``train_steps`` (one ``lax.scan`` over minibatches) and ``evaluate``. The learning rate, the
+weight decay, the dropout rate and the loss's hyperparameters are traced arguments, so every
+tuning and final model of the loss reuses the same compiled programs. A seed is split into
+keys for initialisation, data order and dropout, so a seed gives the same numbers whatever
+the hyperparameters.
 
-``run`` trains the models of a ``Run`` (every learning rate and seed) one after another. A
-model trains up to ``max_epochs`` and stops when its validation metric
-(``Loss.stopping_metric``: NLL; error for squared error and the Z-loss) has not improved for
-``patience`` epochs; the parameters of its best epoch are then tested, as they are and, for a
-loss with a distribution, after temperature scaling: the logits divided by the temperature that
-minimises the validation NLL (``fit_temperature``). A model whose training loss becomes NaN or
-inf stops there, marked diverged.
+``fit`` trains one model up to ``max_epochs``, validating every ``eval_every`` steps (at each
+epoch's end by default), and stops when the validation metric (``Loss.stopping_metric``: NLL;
+error for squared error and the Z-loss) has not improved for ``patience`` validations. The
+parameters of the best validation are then tested, as they are and, for a loss with a
+distribution, after temperature scaling: the logits divided by the temperature that minimises
+the validation NLL (``fit_temperature``). A model whose training loss becomes NaN or inf
+stops there, marked diverged. It returns the model's record (``experiments.records``).
 
-Devices: the minibatch axis is sharded over every local device (a 1-D ``Mesh``); parameters and
-data are replicated. For several hosts, call ``jax.distributed.initialize()`` first
+While it trains, ``work_dir`` holds ``metrics.jsonl`` (one line per validation) and an Orbax
+checkpoint of the state and the best parameters, saved at most every ``CHECKPOINT_SECONDS``.
+Started again in the same directory, it resumes from the checkpoint; since a step depends only
+on the state, the numbers are those of a run never interrupted.
+
+Devices: the minibatch axis is sharded over every device (a 1-D ``Mesh``); parameters and data
+are replicated. For several hosts, call ``jax.distributed.initialize()`` first
 (``python -m experiments run ... --distributed``).
-
-The run directory holds ``config.json`` and ``env.json`` (written atomically; the machine of
-the last sitting that trained in it, kept when a finished run is only read), ``metrics.jsonl``
-(append-only, the one record of the history: a ``valid`` record per model and epoch, an ``end``
-record per model) and ``checkpoints/`` (Orbax, the model in training). A run started again in
-the same directory resumes: finished models are read back, the model in training restarts
-from its checkpoint, and since an epoch depends only on the state and the epoch number, the
-numbers are those of a run never interrupted.
 """
 
 from __future__ import annotations
@@ -37,9 +34,8 @@ import platform
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -48,41 +44,20 @@ import optax
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from scipy import optimize
-from tqdm.auto import tqdm
 
-from experiments import losses, metrics, models
-from experiments.configs import Config
+from experiments import losses, metrics, models, output_layers, records
+from experiments.config import MODEL_HYPERPARAMETERS, OPTIMIZER_HYPERPARAMETERS, Config
 from experiments.data import Dataset, Split
-from experiments.io import write_json_atomically, write_text_atomically
+from experiments.io import write_text_atomically
+from experiments.records import RunError
 
 EVAL_CHUNK = 1000  # examples per evaluation step, fewer where their logits would exceed
 EVAL_LOGITS = 2**24  # this many (64 MiB in float32; 282 examples at 59,335 classes)
 CHECKPOINT_SECONDS = 30.0  # a model in training is saved at most this often (and at its end)
-OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd}
-
-
-class RunError(ValueError):
-    """A run that cannot start or resume as asked: settings that do not fit the data, or a run
-    directory holding another configuration or checkpoint structure."""
-
-
-@dataclass(frozen=True)
-class Run:
-    """What one run directory trains: a model per (learning rate, seed), one loss setting."""
-
-    loss: str
-    hyper: dict[str, float]  # the loss's hyperparameters
-    learning_rates: tuple[float, ...]
-    seeds: tuple[int, ...]
-    test: bool  # evaluate each model's best epoch on the test set
-
-    @property
-    def grid(self) -> list[tuple[float, int]]:
-        return [(lr, seed) for lr in self.learning_rates for seed in self.seeds]
 
 
 def environment() -> dict:
-    """Versions, devices and the git commit, for ``env.json``."""
+    """Versions, devices and the git commit of this sitting."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
@@ -92,33 +67,64 @@ def environment() -> dict:
         commit = None
     import jaxlib
 
-    return {
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
-        "optax": optax.__version__,
-        "orbax": ocp.__version__,
-        "numpy": np.__version__,
-        "devices": [str(d) for d in jax.devices()],
-        "platform": platform.platform(),
-        "git_commit": commit,
-    }
+    return {"python": platform.python_version(), "jax": jax.__version__,
+            "jaxlib": jaxlib.__version__, "optax": optax.__version__, "orbax": ocp.__version__,
+            "numpy": np.__version__, "devices": [str(d) for d in jax.devices()],
+            "platform": platform.platform(), "git_commit": commit}
 
 
-class Trainer:
-    """The compiled functions of one loss on one model and dataset, for one model at a time."""
+def traced(point: dict[str, float]) -> dict:
+    """A point's values as the float32 arrays the compiled programs take."""
+    return {k: jnp.float32(v) for k, v in point.items()}
+
+
+def decayed(params) -> dict:
+    """Which parameters weight decay applies to: weight matrices, kernels and embeddings
+    (two or more axes), not biases."""
+    return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
+def optimizer(config: Config, steps_per_epoch: int) -> Callable[..., optax.GradientTransformation]:
+    """The config's optimizer as a function of its traced hyperparameters ``learning_rate``
+    and ``weight_decay``, which it keeps in its state (``optax.inject_hyperparams``):
+    gradient clipping by global norm (``clip_norm``), Adam's scaling (none for SGD), decoupled
+    weight decay as in AdamW (when the config uses it), the schedule's factor, the step."""
+    def transform(learning_rate, weight_decay):
+        transforms = []
+        if config.clip_norm is not None:
+            transforms.append(optax.clip_by_global_norm(config.clip_norm))
+        if config.optimizer == "adam":
+            transforms.append(optax.scale_by_adam())
+        if config.uses("weight_decay"):
+            transforms.append(optax.add_decayed_weights(weight_decay, decayed))
+        if config.schedule != "constant":
+            transforms.append(optax.scale_by_schedule(schedule(config, steps_per_epoch)))
+        transforms.append(optax.scale_by_learning_rate(learning_rate))
+        return optax.chain(*transforms)
+
+    return optax.inject_hyperparams(transform)
+
+
+def schedule(config: Config, steps_per_epoch: int) -> optax.Schedule:
+    """The factor on the learning rate at each step: a linear warmup from 0 over
+    ``warmup_epochs``, then a cosine decay to 0 at ``max_epochs`` (for "warmup-cosine")."""
+    return optax.warmup_cosine_decay_schedule(
+        0.0, 1.0, round(config.warmup_epochs * steps_per_epoch),
+        config.max_epochs * steps_per_epoch)
+
+
+class Program:
+    """The compiled functions of one loss on one config and dataset."""
 
     def __init__(self, config: Config, loss: str, data: Dataset):
         self.config = config
         self.model = models.get(config.model, config.widths)
         self.loss = losses.get(loss)
-        self.optimizer = optax.inject_hyperparams(OPTIMIZERS[config.optimizer])
+        self.layer = output_layers.get(config.output_layer, self.loss)
         devices = np.array(jax.devices())
         if config.batch_size % devices.size:
-            raise RunError(
-                f"batch_size {config.batch_size} must be a multiple of the number of devices "
-                f"({devices.size}) to shard the batch over them"
-            )
+            raise RunError(f"batch_size {config.batch_size} must be a multiple of the number of "
+                           f"devices ({devices.size}) to shard the batch over them")
         self.mesh = Mesh(devices, ("batch",))
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
         train = data.train
@@ -127,51 +133,48 @@ class Trainer:
         self.train = jax.device_put((train.images, train.labels), self.replicated)
         self.steps_per_epoch = train.labels.shape[0] // config.batch_size
         if self.steps_per_epoch == 0:
-            raise RunError(
-                f"batch_size {config.batch_size} exceeds the {train.labels.shape[0]} training examples"
-            )
+            raise RunError(f"batch_size {config.batch_size} exceeds the "
+                           f"{train.labels.shape[0]} training examples")
         self.input_shape = train.images.shape[1:]
         self.num_classes = data.num_classes
         self.class_buckets = jnp.asarray(metrics.class_buckets(train.labels, data.num_classes))
+        self.optimizer = optimizer(config, self.steps_per_epoch)
         self.init = jax.jit(self._init, out_shardings=self.replicated)
-        self.train_epoch = jax.jit(self._train_epoch, donate_argnums=0,
+        self.epoch_order = jax.jit(self._epoch_order)
+        self.train_steps = jax.jit(self._train_steps, donate_argnums=0,
                                    out_shardings=self.replicated)
         self.evaluate_chunks = jax.jit(self._evaluate_chunks)
         self._chunks: dict[int, tuple] = {}  # id(split): (split, its chunks on the devices)
 
-    def _shard_batch(self, array: jax.Array, axis: int) -> jax.Array:
-        spec = [None] * array.ndim
-        spec[axis] = "batch"
-        return jax.lax.with_sharding_constraint(array, NamedSharding(self.mesh, PartitionSpec(*spec)))
+    def _shard_batch(self, array: jax.Array) -> jax.Array:
+        spec = PartitionSpec("batch", *[None] * (array.ndim - 1))
+        return jax.lax.with_sharding_constraint(array, NamedSharding(self.mesh, spec))
 
-    def initial_params(self, key: jax.Array) -> dict:
-        return self.model.init(key, self.input_shape, self.num_classes)
+    def _init(self, seed: jax.Array, hyper: dict) -> dict:
+        """A model's state: parameters, optimizer state, data-order and dropout keys, step."""
+        root = jax.random.key(seed)
+        init_key, data_key = jax.random.split(root)
+        params = self.model.init(init_key, self.input_shape, self.num_classes)
+        params["output"] = self.layer.init(params["output"])
+        opt_state = self._optimizer(hyper).init(self._optimized(params))
+        return {"params": params, "opt_state": opt_state, "step": jnp.int32(0),
+                "data_key": jax.random.key_data(data_key),
+                "dropout_key": jax.random.key_data(jax.random.fold_in(root, 1))}
 
-    def trained_params(self, params: dict) -> dict:
-        """The parameters the optimizer updates."""
-        return params
+    def _optimized(self, params: dict) -> dict:
+        """The parameters the optimizer updates: all but a self-updating output layer's."""
+        if self.layer.maintain_every is None:
+            return params
+        return {k: v for k, v in params.items() if k != "output"}
 
-    def dense_params(self, params: dict) -> dict:
-        """The parameters as ``self.model.apply`` takes them."""
-        return params
+    def _optimizer(self, hyper: dict) -> optax.GradientTransformation:
+        return self.optimizer(**{k: hyper[k] for k in OPTIMIZER_HYPERPARAMETERS})
 
-    def update(self, params, opt_state, x, y, hyper):
-        """One optimizer step on the minibatch ``(x, y)``: ``(params, opt_state, mean loss)``."""
-
-        def mean_loss(params):
-            return jnp.mean(self.loss.loss(self.model.apply(params, x), y, **hyper))
-
-        loss, grads = jax.value_and_grad(mean_loss)(params)
-        # inject_hyperparams reads the learning rate from opt_state; the value here is unused.
-        updates, opt_state = self.optimizer(learning_rate=0.0).update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    def _init(self, seed: jax.Array, learning_rate: jax.Array) -> dict:
-        """The state of a model: parameters, optimizer state, data-order key."""
-        init_key, data_key = jax.random.split(jax.random.key(seed))
-        params = self.initial_params(init_key)
-        opt_state = self.optimizer(learning_rate=learning_rate).init(self.trained_params(params))
-        return {"params": params, "opt_state": opt_state, "data_key": jax.random.key_data(data_key)}
+    def _learning_rate(self, hyper: dict, step) -> jax.Array:
+        """The learning rate at ``step``, after the schedule."""
+        if self.config.schedule == "constant":
+            return hyper["learning_rate"]
+        return hyper["learning_rate"] * schedule(self.config, self.steps_per_epoch)(step)
 
     def _epoch_order(self, state: dict, epoch: jax.Array) -> jax.Array:
         """The training examples' indices of epoch ``epoch``, in minibatches (steps, batch)."""
@@ -182,29 +185,46 @@ class Trainer:
     def _train_steps(self, state: dict, order: jax.Array, hyper: dict) -> tuple[dict, jax.Array]:
         """One optimizer step per row of ``order``; returns the state and each step's loss."""
         images, labels = self.train
+        loss_hyper = {k: v for k, v in hyper.items()
+                      if k not in OPTIMIZER_HYPERPARAMETERS + MODEL_HYPERPARAMETERS}
+        dropout_key = jax.random.wrap_key_data(state["dropout_key"])
 
         def step(carry, batch_indices):
-            x = self._shard_batch(images[batch_indices], axis=0)
-            y = self._shard_batch(labels[batch_indices], axis=0)
-            params, opt_state, loss = self.update(*carry, x, y, hyper)
-            return (params, opt_state), loss
+            params, opt_state, step = carry
+            x, y = self._shard_batch(images[batch_indices]), self._shard_batch(labels[batch_indices])
+            dropout = ((hyper["dropout"], jax.random.fold_in(dropout_key, step))
+                       if self.config.uses("dropout") else None)
+            body = {k: v for k, v in params.items() if k != "output"}
+            hidden, backprop = jax.vjp(lambda body: self.model.features(body, x, dropout), body)
+            loss, grad_hidden, grad_output, output = self.layer.step(
+                params["output"], hidden, y, loss_hyper, self._learning_rate(hyper, step))
+            (grads,) = backprop(grad_hidden)
+            if grad_output is not None:
+                grads["output"] = grad_output
+            optimized = self._optimized({**params, "output": output})
+            updates, opt_state = self._optimizer(hyper).update(grads, opt_state, optimized)
+            params = {**params, "output": output, **optax.apply_updates(optimized, updates)}
+            return (params, opt_state, step + 1), loss
 
-        (params, opt_state), losses_ = jax.lax.scan(step, (state["params"], state["opt_state"]), order)
-        return {**state, "params": params, "opt_state": opt_state}, losses_
+        carry = (state["params"], state["opt_state"], state["step"])
+        (params, opt_state, step), step_losses = jax.lax.scan(step, carry, order)
+        return {**state, "params": params, "opt_state": opt_state, "step": step}, step_losses
 
-    def _train_epoch(self, state: dict, epoch: jax.Array, hyper: dict) -> tuple[dict, jax.Array]:
-        state, losses_ = self._train_steps(state, self._epoch_order(state, epoch), hyper)
-        return state, jnp.mean(losses_)
+    def dense_params(self, params: dict) -> dict:
+        """The parameters as ``self.model.apply`` takes them."""
+        return {**params, "output": self.layer.dense(params["output"])}
 
-    def _evaluate_chunks(self, params, hyper, temperature, images, labels, weights) -> metrics.Totals:
+    def _evaluate_chunks(self, params, hyper, temperature, images, labels, weights):
         """Sums over ``images`` (chunks, chunk size, ...), the probabilities those of the
         logits divided by ``temperature``."""
         params = self.dense_params(params)
+        loss_hyper = {k: v for k, v in hyper.items()
+                      if k not in OPTIMIZER_HYPERPARAMETERS + MODEL_HYPERPARAMETERS}
         log_probabilities = None if self.loss.log_probabilities is None else (
-            lambda logits: self.loss.evaluation_log_probabilities(logits / temperature, hyper))
+            lambda logits: self.loss.log_probabilities(logits / temperature, **loss_hyper))
 
         def chunk_totals(chunk):
-            x, y, w = (self._shard_batch(a, 0) for a in chunk)
+            x, y, w = (self._shard_batch(a) for a in chunk)
             logits = self.model.apply(params, x)
             return (metrics.totals(logits, y, w, log_probabilities, self.class_buckets[y]),
                     metrics.predictions(logits, log_probabilities))
@@ -233,20 +253,39 @@ class Trainer:
     def evaluate(self, params: dict, hyper: dict, split: Split, temperature: float = 1.0,
                  per_example: bool = False) -> dict:
         """The model's metrics on ``split``, its logits divided by ``temperature``; with
-        ``per_example``, also which examples it classified correctly (``metrics.pack_correct``)."""
+        ``per_example``, also which examples it classified correctly."""
         total, predicted = self.evaluate_chunks(params, hyper, np.float32(temperature),
                                                 *self._device_chunks(split))
         summary = metrics.summarize(total, self.loss.log_probabilities is not None)
         if per_example:
             n = split.labels.shape[0]
             summary |= {"examples": n,
-                        "correct": metrics.pack_correct(np.asarray(predicted)[:n], split.labels)}
+                        "correct": records.pack_correct(np.asarray(predicted)[:n], split.labels)}
         return summary
 
-    def epoch_temporary_bytes(self, state: dict, hyper: dict) -> int:
-        """The temporary memory of the compiled training epoch (XLA's memory analysis)."""
-        compiled = self.train_epoch.lower(state, np.int32(0), hyper).compile()
+    def epoch_temporary_bytes(self, point: dict[str, float]) -> int:
+        """The temporary memory of the compiled training steps up to the first pause of an
+        epoch (the whole epoch unless it validates or maintains within; XLA's analysis)."""
+        hyper = traced(point)
+        state = self.init(jnp.int32(0), hyper)
+        order = self.epoch_order(state, np.int32(0))[: self.segment_ends(0)[0]]
+        compiled = self.train_steps.lower(state, order, hyper).compile()
         return int(compiled.memory_analysis().temp_size_in_bytes)
+
+    def segment_ends(self, offset: int) -> list[int]:
+        """The steps within an epoch, after ``offset``, at which training pauses: each
+        validation (every ``eval_every`` steps, and the epoch's end) and, for a layer that
+        needs it, each maintenance."""
+        ends = {self.steps_per_epoch}
+        for every in (self.config.eval_every, self.layer.maintain_every):
+            if every is not None:
+                ends |= set(range(every, self.steps_per_epoch, every))
+        return sorted(end for end in ends if end > offset)
+
+    def validates_at(self, step: int) -> bool:
+        within = step % self.steps_per_epoch
+        every = self.config.eval_every
+        return within == 0 or (every is not None and within % every == 0)
 
     def fit_temperature(self, params: dict, hyper: dict, split: Split) -> float:
         """The temperature ``T`` minimising the NLL of the logits divided by ``T`` on ``split``
@@ -277,213 +316,133 @@ class Trainer:
         return float(np.exp(log_t))
 
 
-class LinearTrainer(Trainer):
-    """A ``Trainer`` whose loss is softfam's linear loss of the model's features and output
-    layer: the same loss and gradients as the dense path, without the (batch, D) logits."""
-
-    def update(self, params, opt_state, x, y, hyper):
-        def mean_loss(params):
-            hidden = self.model.features(params, x)
-            output = params["output"]
-            return jnp.mean(self.loss.linear(hidden, output["w"], y, output["b"], **hyper))
-
-        loss, grads = jax.value_and_grad(mean_loss)(params)
-        updates, opt_state = self.optimizer(learning_rate=0.0).update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-
-def trainer(config: Config, loss: str, data: Dataset) -> Trainer:
-    """The trainer of ``loss``: the factored layer's for the spherical family, or the linear
-    loss's, when the config asks for it and the loss has one (``experiments.factored``,
-    ``LinearTrainer``); the dense one otherwise."""
-    entry = losses.get(loss)
-    if config.output_layer == "factored" and entry.on_statistics is not None:
-        from experiments.factored import FactoredTrainer
-
-        return FactoredTrainer(config, loss, data)
-    if config.output_layer == "linear" and entry.linear is not None:
-        return LinearTrainer(config, loss, data)
-    return Trainer(config, loss, data)
-
-
-def dense_reference(config: Config, data: Dataset) -> dict:
-    """How fast, and in how much temporary memory, log-softmax trains through the dense logits
-    on ``config``'s model and data, to stand beside the linear losses in their table: the
-    compiled epoch's temporary memory, and one epoch timed after a compiling one (seed 0, the
-    first learning rate of the grid)."""
-    trainer = Trainer(config, "log-softmax", data)
-    state = trainer.init(jnp.int32(0), jnp.float32(config.learning_rates[0]))
-    memory = trainer.epoch_temporary_bytes(state, {})
-    seconds = []
-    for epoch in range(2):
-        start = time.perf_counter()
-        state, loss = trainer.train_epoch(state, np.int32(epoch), {})
-        jax.block_until_ready(loss)
-        seconds.append(time.perf_counter() - start)
-    return {"train_epoch_temporary_bytes": memory, "train_seconds": seconds[1],
-            "train_examples": trainer.steps_per_epoch * config.batch_size, "env": environment()}
-
-
-def _append(path: Path, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-
-
-def read_records(run_dir: Path) -> list[dict]:
-    """The run's records. A last line cut short by a kill is removed from the file (its
-    record is written again when the run resumes)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    text = path.read_text()
-    complete = text[: text.rfind("\n") + 1]
-    if complete != text:
-        with open(path, "r+") as f:
-            f.truncate(len(complete.encode()))
-    return [json.loads(line) for line in complete.splitlines()]
-
-
-def _forget_epochs_after(run_dir: Path, identity: dict, epoch: int) -> None:
-    """Removes the valid records of model ``identity`` after ``epoch`` from the run's file."""
-    def later(record):
-        return (record["split"] == "valid" and record["epoch"] > epoch
-                and all(record[k] == v for k, v in identity.items()))
-
-    path = Path(run_dir) / "metrics.jsonl"
-    lines = path.read_text().splitlines(keepends=True)
-    write_text_atomically(path, "".join(line for line in lines if not later(json.loads(line))))
-
-
-class _Checkpoints:
+class Checkpoints:
     """Orbax checkpoints of the model in training: its state and its best parameters so far."""
 
-    def __init__(self, directory: Path, model_index: int):
-        self.directory = directory.absolute() / f"model-{model_index}"
+    def __init__(self, directory: Path):
+        self.directory = Path(directory).absolute() / "checkpoints"
         options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
-    def save(self, epoch: int, state: dict, best: dict) -> None:
-        self.manager.save(epoch, args=ocp.args.StandardSave({"state": state, "best": best}))
+    def save(self, step: int, state: dict, best: dict) -> None:
+        self.manager.save(step, args=ocp.args.StandardSave({"state": state, "best": best}))
         self.manager.wait_until_finished()
 
-    def restore(self, like: dict) -> tuple[Optional[int], Optional[dict]]:
-        """``(epoch, {"state", "best"})`` of the latest checkpoint, or ``(None, None)``."""
-        epoch = self.manager.latest_step()
-        if epoch is None:
-            return None, None
+    def restore(self, like: dict) -> Optional[dict]:
+        """``{"state", "best"}`` of the latest checkpoint, or None."""
+        step = self.manager.latest_step()
+        if step is None:
+            return None
         try:
-            saved = self.manager.restore(epoch, args=ocp.args.StandardRestore(like))
+            return self.manager.restore(step, args=ocp.args.StandardRestore(like))
         except (ValueError, KeyError, TypeError) as error:
-            self.close()
-            raise RunError(
-                f"the checkpoint in {self.directory} holds a state of another structure "
-                f"than this code builds ({error}); delete it to start this model again"
-            ) from None
-        return epoch, saved
+            self.manager.close()
+            raise RunError(f"the checkpoint in {self.directory} holds a state of another "
+                           f"structure than this code builds ({error}); delete it to start "
+                           "this model again") from None
 
     def close(self) -> None:
-        """Stops the manager's background threads."""
         self.manager.close()
 
 
-def _train_model(trainer: Trainer, run: Run, model_index: int, run_dir: Path, data: Dataset,
-                 records: list[dict], progress) -> list[dict]:
-    """Trains (or resumes) one model of ``run``; returns its records, appended as it goes.
-    It resumes from its latest checkpoint (or epoch 0 without one); records of later epochs
-    are removed and made again, so that every record describes the model that goes on (on
-    another machine, retrained epochs can come out differently)."""
-    config = trainer.config
-    learning_rate, seed = run.grid[model_index]
-    identity = {"learning_rate": learning_rate, "seed": seed}
-    hyper = {k: jnp.float32(v) for k, v in run.hyper.items()}
-    state = trainer.init(jnp.int32(seed), jnp.float32(learning_rate))
+def _read_validations(path: Path, up_to_step: int) -> list[dict]:
+    """The validations in ``path`` up to ``up_to_step``; later ones (past the checkpoint, or a
+    line cut short by a kill) are removed, to be made again by the model that goes on."""
+    if not path.exists():
+        return []
+    lines = [line for line in path.read_text().splitlines(keepends=True) if line.endswith("\n")]
+    kept = [line for line in lines if json.loads(line)["step"] <= up_to_step]
+    if kept != lines or path.read_text() != "".join(lines):
+        write_text_atomically(path, "".join(kept))
+    return [json.loads(line) for line in kept]
+
+
+def fit(program: Program, point: dict[str, float], seed: int, data: Dataset, work_dir: Path,
+        test: bool, progress=None) -> dict:
+    """Trains (or resumes) one model at ``point`` from ``seed``; returns its record."""
+    config, spe = program.config, program.steps_per_epoch
+    hyper = traced(point)
+    state = program.init(jnp.int32(seed), hyper)
     best_params = state["params"]
-    checkpoints = _Checkpoints(run_dir / "checkpoints", model_index)
-    restored_epoch, restored = checkpoints.restore({"state": state, "best": best_params})
-    epoch = 0
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    checkpoints = Checkpoints(work_dir)
+    restored = checkpoints.restore({"state": state, "best": best_params})
     if restored is not None:
-        epoch = restored_epoch
-        state, best_params = (jax.device_put(restored[k], trainer.replicated) for k in ("state", "best"))
-    valid = [r for r in records if r["split"] == "valid"]
-    if len(valid) > epoch:
-        _forget_epochs_after(run_dir, identity, epoch)
-        valid = valid[:epoch]
-    metric = trainer.loss.stopping_metric
-    best = min(valid, key=metric, default=None)
-    diverged = False
-    last_saved = time.monotonic()
-    while epoch < config.max_epochs:
-        if best is not None and config.patience is not None and epoch - best["epoch"] >= config.patience:
+        state, best_params = (jax.device_put(restored[k], program.replicated) for k in ("state", "best"))
+    step = int(state["step"])
+    validations = _read_validations(work_dir / "metrics.jsonl", step)
+    metric = program.loss.stopping_metric
+    best = min(validations, key=metric, default=None)
+    diverged, last_saved, seconds, step_losses = False, time.monotonic(), 0.0, []
+    while step < config.max_epochs * spe and not diverged:
+        if best is not None and config.patience is not None and \
+                len(validations) - 1 - validations.index(best) >= config.patience:
             break
+        epoch, offset = divmod(step, spe)
+        order = program.epoch_order(state, np.int32(epoch))
+        end = program.segment_ends(offset)[0]
         start = time.perf_counter()
-        state, train_loss = trainer.train_epoch(state, np.int32(epoch), hyper)
-        train_loss = float(train_loss)
-        seconds = time.perf_counter() - start
-        epoch += 1
-        summary = trainer.evaluate(state["params"], hyper, data.valid)
-        record = {"split": "valid", **identity, "epoch": epoch, "train_loss": train_loss,
-                  "train_seconds": seconds,
-                  "train_examples": trainer.steps_per_epoch * config.batch_size, **summary}
-        _append(run_dir / "metrics.jsonl", record)
-        valid.append(record)
-        progress.update()
-        if not math.isfinite(train_loss):
-            diverged = True
-            break
-        if best is None or metric(record) < metric(best):
+        state, losses_ = program.train_steps(state, order[offset:end], hyper)
+        step_losses.append(losses_)
+        if program.layer.maintain_every is not None:
+            output = program.layer.maintain(state["params"]["output"])
+            state = {**state, "params": {**state["params"], "output": output}}
+        step = epoch * spe + end
+        if not program.validates_at(step):
+            seconds += time.perf_counter() - start
+            continue
+        train_loss = float(jnp.mean(jnp.concatenate(step_losses)))
+        seconds += time.perf_counter() - start
+        record = {"epoch": step // spe if step % spe == 0 else round(step / spe, 4),
+                  "step": step, "train_loss": train_loss, "train_seconds": seconds,
+                  "train_examples": sum(len(l) for l in step_losses) * config.batch_size,
+                  **program.evaluate(state["params"], hyper, data.valid)}
+        seconds, step_losses = 0.0, []
+        if records.writer():
+            with open(work_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+        validations.append(record)
+        if progress is not None:
+            progress.update()
+        diverged = not math.isfinite(train_loss)
+        if not diverged and (best is None or metric(record) < metric(best)):
             best, best_params = record, jax.tree.map(jnp.copy, state["params"])  # not donated
-        if time.monotonic() - last_saved > CHECKPOINT_SECONDS and epoch < config.max_epochs:
-            checkpoints.save(epoch, state, best_params)
+        if time.monotonic() - last_saved > CHECKPOINT_SECONDS and step < config.max_epochs * spe:
+            checkpoints.save(step, state, best_params)
             last_saved = time.monotonic()
-    tested = run.test and not diverged
-    end = {"split": "end", **identity, "best_epoch": None if diverged else best["epoch"],
-           "stop_epoch": epoch, "diverged": diverged,
-           "test": trainer.evaluate(best_params, hyper, data.test, per_example=True) if tested else None}
-    if tested and trainer.loss.log_probabilities is not None:
-        temperature = trainer.fit_temperature(best_params, hyper, data.valid)
-        end |= {"temperature": temperature,
-                "test_scaled": trainer.evaluate(best_params, hyper, data.test, temperature)}
-    _append(run_dir / "metrics.jsonl", end)
+    result = {"curve": [records.slim(v) for v in validations], "best": None if diverged else best,
+              "best_epoch": None if diverged else best["epoch"],
+              "stop_epoch": validations[-1]["epoch"], "diverged": diverged}
+    if test and not diverged:
+        result["test"] = program.evaluate(best_params, hyper, data.test, per_example=True)
+        if program.loss.log_probabilities is not None:
+            temperature = program.fit_temperature(best_params, hyper, data.valid)
+            result |= {"temperature": temperature,
+                       "test_scaled": program.evaluate(best_params, hyper, data.test, temperature)}
     checkpoints.close()
-    shutil.rmtree(checkpoints.directory, ignore_errors=True)  # the records say it all
-    return valid + [end]
+    return result
 
 
-def run(config: Config, run: Run, run_dir: Path, data: Dataset, trainer: Trainer,
-        progress: str = "") -> list[dict]:
-    """Trains (or resumes, or just reads) the models of ``run`` in ``run_dir``; returns its
-    records: ``valid`` records (``learning_rate``, ``seed``, ``epoch``, ``train_loss``,
-    ``train_seconds``, ``train_examples`` and the metrics of ``experiments.metrics``) and an
-    ``end`` record per model (``best_epoch``, ``stop_epoch``, ``diverged``, ``test``)."""
-    run_dir = Path(run_dir)
-    saved_config = {"config": dataclasses.asdict(config), "run": dataclasses.asdict(run)}
-    config_path = run_dir / "config.json"
-    if config_path.exists():
-        if json.loads(config_path.read_text()) != json.loads(json.dumps(saved_config)):
-            raise RunError(
-                f"{run_dir} holds a run of another configuration ({config_path}); "
-                "choose another output directory or delete that one"
-            )
-    else:
-        write_json_atomically(config_path, saved_config)
-    records = read_records(run_dir)
-    ended = {(r["learning_rate"], r["seed"]) for r in records if r["split"] == "end"}
-    trains = bool(set(run.grid) - ended)
-    if trains or not (run_dir / "env.json").exists():  # this sitting's machine
-        env = environment()
-        if run.test:  # the memory a final model trains in, for the tables
-            state = trainer.init(jnp.int32(run.seeds[0]), jnp.float32(run.learning_rates[0]))
-            hyper = {k: jnp.float32(v) for k, v in run.hyper.items()}
-            env["train_epoch_temporary_bytes"] = trainer.epoch_temporary_bytes(state, hyper)
-        write_json_atomically(run_dir / "env.json", env)
-    history = []
-    with tqdm(desc=progress, total=len(run.grid) * config.max_epochs, leave=False) as bar:
-        for index, (learning_rate, seed) in enumerate(run.grid):
-            mine = [r for r in records if r["learning_rate"] == learning_rate and r["seed"] == seed]
-            if any(r["split"] == "end" for r in mine):
-                history += mine
-                bar.update(config.max_epochs)
-                continue
-            history += _train_model(trainer, run, index, run_dir, data, mine, bar)
-    return history
+def finish(work_dir: Path) -> None:
+    """Deletes a finished model's working files: its record says it all."""
+    if records.writer():
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def dense_reference(config: Config, data: Dataset, point: dict[str, float]) -> dict:
+    """How fast, and in how much temporary memory, log-softmax trains through the dense logits
+    on ``config``'s model and data, to stand beside the linear losses in their table: the
+    compiled epoch's temporary memory, and one epoch timed after a compiling one (seed 0)."""
+    program = Program(dataclasses.replace(config, output_layer="dense"), "log-softmax", data)
+    memory = program.epoch_temporary_bytes(point)
+    hyper = traced(point)
+    state = program.init(jnp.int32(0), hyper)
+    seconds = []
+    for epoch in range(2):
+        start = time.perf_counter()
+        state, losses_ = program.train_steps(state, program.epoch_order(state, np.int32(epoch)), hyper)
+        jax.block_until_ready(losses_)
+        seconds.append(time.perf_counter() - start)
+    return {"train_epoch_temporary_bytes": memory, "train_seconds": seconds[1],
+            "train_examples": program.steps_per_epoch * config.batch_size}

@@ -1,7 +1,7 @@
 """The experiment machinery: metrics against NumPy, the same seed giving the same numbers, a
-run killed with SIGKILL resuming to the numbers of an uninterrupted run, two sharded devices
-agreeing with one, the per-loss choice on validation, and a tiny comparison end to end on
-Fashion-MNIST."""
+model killed with SIGKILL resuming to the numbers of an uninterrupted one, two sharded devices
+agreeing with one, the per-loss choice on validation, the output layers, and a tiny comparison
+end to end on Fashion-MNIST."""
 
 import dataclasses
 import json
@@ -17,10 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import comparison, configs, losses, metrics, models, tables, train
+from experiments import (comparison, configs, losses, metrics, models, output_layers, records,
+                         tables, train, tuning)
 from experiments import __main__ as cli
+from experiments.config import Config
 from experiments.data import load, text
-from experiments.factored import FactoredTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,19 +121,45 @@ def test_a_diverged_model_scores_no_correct_prediction(log_probabilities):
     assert summary["error"] == pytest.approx(2 / 3) and summary["top10_accuracy"] == pytest.approx(1 / 3)
 
 
-def default_hyper(name):
-    return comparison.loss_hyperparameters(comparison.starting_points(configs.tiny(), name)[0])
+def tiny_config(**overrides):
+    settings = dict(name="t", dataset="digits", model="mlp", widths=(16,), max_epochs=3,
+                    batch_size=50, losses=("log-taylor-2",))
+    return Config(**{**settings, **overrides})
+
+
+def point(config, loss="log-taylor-2", **values):
+    """The config's first starting point for ``loss``, with ``values`` in place."""
+    return {**tuning.grid_points(config.space(loss))[0], **values}
+
+
+def fit_tiny(work_dir, digits, config=None, loss="log-taylor-2", seed=0, test=True, **values):
+    config = config or tiny_config(losses=(loss,))
+    program = train.Program(config, loss, digits)
+    return train.fit(program, point(config, loss, **{"learning_rate": 3e-3, **values}), seed,
+                     digits, work_dir, test)
+
+
+def without_timings(record):
+    def untimed(entry):
+        return None if entry is None else {k: v for k, v in entry.items() if k != "train_seconds"}
+    return {**record, "curve": [untimed(e) for e in record["curve"]], "best": untimed(record["best"])}
+
+
+def loss_hyper(name):
+    """The loss's own starting hyperparameters (not the optimizer's or the model's)."""
+    return {k: v for k, v in point(configs.tiny(), name).items()
+            if k not in ("learning_rate", "dropout", "weight_decay")}
 
 
 @pytest.mark.parametrize("name", losses.LOSSES)
 def test_every_loss_by_name_gives_finite_losses_and_a_distribution(name):
     logits = jnp.asarray(np.random.default_rng(1).normal(size=(4, 6)) * 3, jnp.float32)
     labels = jnp.array([0, 5, 2, 2])
-    entry, hyper = losses.get(name), default_hyper(name)
+    entry, hyper = losses.get(name), loss_hyper(name)
     values = np.asarray(entry.loss(logits, labels, **hyper))
     assert values.shape == (4,) and np.all(np.isfinite(values))
     if entry.log_probabilities is not None:
-        log_probs = entry.evaluation_log_probabilities(logits, hyper)
+        log_probs = entry.log_probabilities(logits, **hyper)
         np.testing.assert_allclose(np.exp(np.asarray(log_probs, np.float64)).sum(1), 1, rtol=1e-5)
 
 
@@ -143,55 +170,57 @@ def test_an_unknown_loss_name_lists_the_known_ones():
 
 def test_soft_margin_losses_are_evaluated_without_their_margin():
     logits = jnp.array([[1.0, -0.5, 2.0]])
-    log_probs = losses.get("soft-margin-taylor-2").evaluation_log_probabilities(logits, {"margin": 0.6})
+    log_probs = losses.get("soft-margin-taylor-2").log_probabilities(logits, margin=0.6)
     taylor = np.array([1 + x + x * x / 2 for x in (1.0, -0.5, 2.0)])
     np.testing.assert_allclose(np.exp(log_probs)[0], taylor / taylor.sum(), rtol=1e-6)
 
 
-def candidate(hyper, learning_rate, error, nll, diverged=False, seed=0):
-    return (hyper, {"learning_rate": learning_rate, "seed": seed, "error": error, "nll": nll,
-                    "diverged": diverged})
+def tuned(point, *validations, diverged=False):
+    """``point`` with one model record per tuning seed, its best validation ``(error, nll)``."""
+    return point, [{"diverged": diverged, "best": {"error": error, "nll": nll}}
+                   for error, nll in validations]
 
 
 def test_choice_takes_the_lowest_validation_nll_or_error_without_a_meaningful_distribution():
-    candidates = [
-        candidate({"epsilon": 0.1}, 0.1, 0.2, 0.4),
-        candidate({"epsilon": 0.01}, 0.01, 0.1, 0.9),
-        candidate({"epsilon": 0.001}, 0.001, 0.1, 0.5),
-    ]
+    candidates = [tuned({"epsilon": 0.1}, (0.2, 0.4)), tuned({"epsilon": 0.01}, (0.1, 0.9)),
+                  tuned({"epsilon": 0.001}, (0.1, 0.5))]
     spherical = losses.get("log-spherical").stopping_metric
-    assert comparison.choose(candidates, spherical) == ({"epsilon": 0.1}, 0.1)  # NLL, though error is higher
-    without_distribution = [candidate({}, 0.1, 0.2, None), candidate({}, 0.01, 0.1, None)]
-    assert comparison.choose(without_distribution, losses.get("squared-error").stopping_metric) == ({}, 0.01)
+    assert tuning.choose(candidates, spherical) == {"epsilon": 0.1}  # NLL, though error is higher
+    without_distribution = [tuned({"learning_rate": 0.1}, (0.2, None)),
+                            tuned({"learning_rate": 0.01}, (0.1, None))]
+    assert tuning.choose(without_distribution, losses.get("squared-error").stopping_metric) == {
+        "learning_rate": 0.01}
     # the Z-loss's softmax NLL has an arbitrary temperature: it is chosen on error
-    scale_free = [candidate({"a": 1.0}, 0.1, 0.2, 0.3), candidate({"a": 3.0}, 0.01, 0.1, 0.9)]
-    assert comparison.choose(scale_free, losses.get("z-loss").stopping_metric) == ({"a": 3.0}, 0.01)
+    scale_free = [tuned({"a": 1.0}, (0.2, 0.3)), tuned({"a": 3.0}, (0.1, 0.9))]
+    assert tuning.choose(scale_free, losses.get("z-loss").stopping_metric) == {"a": 3.0}
 
 
-def test_choice_averages_tuning_seeds_and_never_takes_a_setting_that_diverged_once():
-    candidates = [
-        candidate({}, 0.1, 0.05, 0.1, seed=0), candidate({}, 0.1, 0.05, 0.1, diverged=True, seed=1),
-        candidate({}, 0.01, 0.10, 0.2, seed=0), candidate({}, 0.01, 0.30, 0.6, seed=1),
-        candidate({}, 0.001, 0.15, 0.3, seed=0), candidate({}, 0.001, 0.15, 0.3, seed=1),
-    ]
+def test_choice_averages_tuning_seeds_and_never_takes_a_point_that_diverged_once():
+    candidates = [tuned({"learning_rate": 0.1}, (0.05, 0.1), (0.05, 0.1), diverged=True),
+                  tuned({"learning_rate": 0.01}, (0.10, 0.2), (0.30, 0.6)),
+                  tuned({"learning_rate": 0.001}, (0.15, 0.3), (0.15, 0.3))]
     nll = losses.get("log-softmax").stopping_metric
-    assert comparison.choose(candidates, nll) == ({}, 0.001)  # 0.01 averages 0.4; 0.1 diverged once
+    assert tuning.choose(candidates, nll) == {"learning_rate": 0.001}  # 0.01 averages 0.4
+
+
+def row(tests):
+    return tables.Row("x", {}, [], tests, [], [], {}, {})
 
 
 def test_paired_difference_gives_a_verdict_only_when_both_tests_agree():
     def run(errors):
-        return {"test": [{"seed": s, "error": e} for s, e in enumerate(errors)]}
+        return row([{"seed": s, "error": e} for s, e in enumerate(errors)])
 
     softmax = 0.12 + 0.01 * np.sin(np.arange(8))
-    runs = {"log-taylor-2": run(softmax - 0.02), "log-softmax": run(softmax)}
-    runs["log-taylor-2"]["test"][0]["error"] += 0.001  # differences not all equal (sd > 0)
-    text = tables.paired_difference(runs, "log-taylor-2", "log-softmax")
+    found = {"log-taylor-2": run(softmax - 0.02), "log-softmax": run(softmax)}
+    found["log-taylor-2"].test[0]["error"] += 0.001  # differences not all equal (sd > 0)
+    text = tables.paired_difference(found, "log-taylor-2", "log-softmax")
     assert "over 8 paired seeds" in text and "exact sign-flip p = 0.008" in text  # 2 / 2^8
     assert text.endswith("**log-taylor-2 lower**.")
     # 5 seeds, one difference positive: the t interval excludes 0, the sign-flip p is 4 / 32
-    runs = {"log-taylor-2": run([0.10, 0.11, 0.12, 0.13, 0.1352]),
-            "log-softmax": run([0.11, 0.12, 0.14, 0.14, 0.135])}
-    text = tables.paired_difference(runs, "log-taylor-2", "log-softmax")
+    found = {"log-taylor-2": run([0.10, 0.11, 0.12, 0.13, 0.1352]),
+             "log-softmax": run([0.11, 0.12, 0.14, 0.14, 0.135])}
+    text = tables.paired_difference(found, "log-taylor-2", "log-softmax")
     assert "p = 0.125" in text and "**not resolved (smallest detectable difference" in text
 
 
@@ -203,15 +232,15 @@ def test_per_example_difference_counts_what_each_loss_alone_gets_right():
     softmax = [np.r_[np.ones(12), np.zeros(1), np.zeros(27)], np.r_[np.ones(3), np.zeros(2), np.zeros(35)]]
 
     def run(predictions):
-        return {"test": [{"seed": s, "examples": 40, "correct": metrics.pack_correct(p, labels)}
-                         for s, p in enumerate(predictions)]}
+        return row([{"seed": s, "examples": 40, "correct": records.pack_correct(p, labels)}
+                    for s, p in enumerate(predictions)])
 
     (text,) = tables.per_example_difference(
         {"log-taylor-2": run(taylor), "log-softmax": run(softmax)}, "log-taylor-2", "log-softmax")
     assert "log-taylor-2 alone right on 7.5 examples and log-softmax alone on 1.5" in text
     assert "means over 2 seeds of 40 examples" in text
     assert "in favour of log-taylor-2 in 1 seeds, of log-softmax in 0" in text
-    assert tables.per_example_difference({"a": {"test": [{"seed": 0}]}, "b": {"test": [{"seed": 0}]}},
+    assert tables.per_example_difference({"a": row([{"seed": 0}]), "b": row([{"seed": 0}])},
                                          "a", "b") == []
 
 
@@ -220,47 +249,39 @@ def digits():
     return load("digits")
 
 
-def tiny_config(**overrides):
-    settings = dict(name="t", dataset="digits", model="mlp", widths=(16,), max_epochs=3,
-                    batch_size=50, losses=("log-taylor-2",))
-    return configs.Config(**{**settings, **overrides})
-
-
-def tiny_run(loss="log-taylor-2", hyper=None, learning_rates=(3e-3,), seeds=(0, 1)):
-    return train.Run(loss, hyper or {}, learning_rates, seeds, test=True)
-
-
-def run_tiny(run_dir, digits, config=None, **run_settings):
-    config = config or tiny_config()
-    run = tiny_run(**run_settings)
-    return train.run(config, run, run_dir, digits, train.trainer(config, run.loss, digits))
-
-
-def without_timings(records):
-    return [{k: v for k, v in r.items() if k != "train_seconds"} for r in records]
-
-
 def test_same_seed_gives_the_same_numbers(tmp_path, digits):
-    first = run_tiny(tmp_path / "a", digits)
-    second = run_tiny(tmp_path / "b", digits)
-    assert without_timings(first) == without_timings(second)
-    errors = [r["test"]["error"] for r in first if r["split"] == "end"]
+    first = [fit_tiny(tmp_path / f"a{seed}", digits, seed=seed) for seed in (0, 1)]
+    second = [fit_tiny(tmp_path / f"b{seed}", digits, seed=seed) for seed in (0, 1)]
+    assert [without_timings(r) for r in first] == [without_timings(r) for r in second]
+    errors = [r["test"]["error"] for r in first]
     assert errors[0] != errors[1]  # the two seeds differ
     assert all(0 <= e < 0.5 for e in errors)  # it learned something
 
 
-def test_an_existing_run_of_another_config_is_refused(tmp_path, digits):
-    run_tiny(tmp_path, digits, tiny_config(max_epochs=1))
-    with pytest.raises(ValueError, match="another configuration"):
-        run_tiny(tmp_path, digits, tiny_config(max_epochs=2))
+def test_a_comparison_directory_of_other_training_settings_is_refused_and_kept(tmp_path, digits):
+    config = tiny_config(max_epochs=1, seeds=(0,))
+    comparison.run(config, tmp_path, digits, "x")
+    saved = (tmp_path / "config.json").read_text()
+    with pytest.raises(records.RunError, match="other settings"):
+        comparison.run(tiny_config(max_epochs=2, seeds=(0,)), tmp_path, digits, "y")
+    assert (tmp_path / "config.json").read_text() == saved
 
 
-def test_a_comparison_directory_of_another_config_is_refused_and_kept(tmp_path, digits):
-    saved = {"config": dataclasses.asdict(tiny_config(max_epochs=1)), "command": "x", "num_classes": 10}
-    (tmp_path / "config.json").write_text(json.dumps(saved))
-    with pytest.raises(train.RunError, match="another configuration"):
-        comparison.run(tiny_config(max_epochs=2), tmp_path, digits, "y")
-    assert json.loads((tmp_path / "config.json").read_text()) == json.loads(json.dumps(saved))
+def test_a_finished_comparison_resumes_under_another_description_or_a_new_default_field(
+        tmp_path, digits, monkeypatch):
+    """Resume compares the fingerprint of the fields that change training: a reworded
+    description, or a field added with its default, keeps a finished comparison finished."""
+    config = tiny_config(max_epochs=1, seeds=(0,), description="first words")
+    comparison.run(config, tmp_path, digits, "x")
+    finished = records.read(tmp_path)
+    monkeypatch.setattr(train, "fit", lambda *args, **kwargs: pytest.fail("trained again"))
+    comparison.run(dataclasses.replace(config, description="other words"), tmp_path, digits, "x")
+    # a field with its default (dropout 0, no clipping) leaves the fingerprint as it was
+    assert dataclasses.replace(config, clip_norm=None, search={"dropout": (0.0,)}).fingerprint() == \
+        config.fingerprint()
+    assert records.read(tmp_path) == finished
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["schema"] == records.SCHEMA and saved["config"]["description"] == "other words"
 
 
 def test_a_linear_comparison_times_its_dense_reference_once(tmp_path, digits, monkeypatch):
@@ -268,9 +289,10 @@ def test_a_linear_comparison_times_its_dense_reference_once(tmp_path, digits, mo
     comparison first starts and kept in config.json when the comparison resumes."""
     measured = {"train_epoch_temporary_bytes": 7, "train_seconds": 2.0, "train_examples": 50}
     calls = []
-    monkeypatch.setattr(train, "dense_reference", lambda config, data: calls.append(config) or measured)
-    settings = dict(losses=("log-softmax",), max_epochs=1, seeds=(0,), learning_rate_bounds=(1e-3, 3e-3),
-                    learning_rates=(1e-3, 3e-3))
+    monkeypatch.setattr(train, "dense_reference", lambda config, data, point: calls.append(config) or measured)
+    settings = dict(losses=("log-softmax",), max_epochs=1, seeds=(0,),
+                    search={"learning_rate": (1e-3, 3e-3)},
+                    search_bounds={"learning_rate": (1e-3, 3e-3)})
     for layer in ("linear", "linear", "dense"):
         comparison.run(tiny_config(output_layer=layer, **settings), tmp_path / layer, digits, "x")
     assert len(calls) == 1 and calls[0].output_layer == "linear"
@@ -279,136 +301,123 @@ def test_a_linear_comparison_times_its_dense_reference_once(tmp_path, digits, mo
 
 
 def test_one_compilation_of_each_program_serves_every_setting_and_epoch(tmp_path, digits):
-    """Two runs of log-spherical (two epsilons, two learning rates, two epochs) through one
-    trainer compile the training epoch and init once each, the evaluation once per split."""
-    config = tiny_config(max_epochs=2, patience=None)
-    trainer = train.trainer(config, "log-spherical", digits)
+    """Four log-spherical models (two epsilons, two learning rates, two epochs each) through
+    one program compile the training steps and init once each, the evaluation once per split."""
+    config = tiny_config(max_epochs=2, losses=("log-spherical",))
+    program = train.Program(config, "log-spherical", digits)
     for epsilon in (0.1, 0.01):
-        train.run(config, tiny_run("log-spherical", {"epsilon": epsilon}, (1e-3, 1e-2)),
-                  tmp_path / f"{epsilon}", digits, trainer)
-    assert trainer.train_epoch._cache_size() == 1
-    assert trainer.init._cache_size() == 1
-    assert trainer.evaluate_chunks._cache_size() == 2  # the validation and the test split
+        for learning_rate in (1e-3, 1e-2):
+            train.fit(program, point(config, "log-spherical", epsilon=epsilon,
+                                     learning_rate=learning_rate),
+                      0, digits, tmp_path / f"{epsilon}-{learning_rate}", test=True)
+    assert program.train_steps._cache_size() == 1
+    assert program.init._cache_size() == 1
+    assert program.evaluate_chunks._cache_size() == 2  # the validation and the test split
 
 
 def test_early_stopping_tests_the_best_epoch(tmp_path, digits):
     """With a learning rate so large that validation NLL rises after the first epochs, each
     model stops ``patience`` epochs after its best, and its test record is that epoch's model."""
     config = tiny_config(max_epochs=30, patience=2, losses=("log-softmax",))
-    history = run_tiny(tmp_path, digits, config, loss="log-softmax", learning_rates=(0.3,))
-    for end in (r for r in history if r["split"] == "end"):
-        valid = [r for r in history if r["split"] == "valid" and r["seed"] == end["seed"]]
-        best = min(valid, key=lambda r: r["nll"])
-        assert end["best_epoch"] == best["epoch"]
-        assert end["stop_epoch"] == len(valid) == min(best["epoch"] + 2, 30)
-    assert any(end["stop_epoch"] < 30 for end in history if end["split"] == "end")
+    ends = [fit_tiny(tmp_path / f"{seed}", digits, config, "log-softmax", seed, learning_rate=0.3)
+            for seed in (0, 1)]
+    for end in ends:
+        best = min(end["curve"], key=lambda e: e["nll"])
+        assert end["best_epoch"] == best["epoch"] == end["best"]["epoch"]
+        assert end["stop_epoch"] == len(end["curve"]) == min(best["epoch"] + 2, 30)
+    assert any(end["stop_epoch"] < 30 for end in ends)
+
+
+def test_validation_within_the_epoch_stops_and_tests_at_that_granularity(tmp_path, digits):
+    """Validating every 7 steps, the curve has an entry every 7 steps and at each epoch's end,
+    patience counts validations, and the tested parameters are the best validation's."""
+    config = tiny_config(max_epochs=30, patience=3, eval_every=7, losses=("log-softmax",))
+    program = train.Program(config, "log-softmax", digits)
+    spe = program.steps_per_epoch
+    ends = [*range(7, spe, 7), spe]
+    assert program.segment_ends(0) == ends and spe % 7  # an epoch ends between two sevens
+    end = fit_tiny(tmp_path, digits, config, "log-softmax", learning_rate=0.3)
+    steps = [e["step"] for e in end["curve"]]
+    expected = [epoch * spe + step for epoch in range(30) for step in ends]
+    assert steps == expected[:len(steps)] and len(steps) < len(expected)
+    assert end["curve"][len(ends) - 1]["epoch"] == 1 and end["curve"][0]["epoch"] == pytest.approx(7 / spe, abs=1e-4)
+    best = min(range(len(steps)), key=lambda i: end["curve"][i]["nll"])
+    assert len(steps) == best + 1 + 3  # stopped 3 validations after the best
+    assert end["best_epoch"] == end["curve"][best]["epoch"]
 
 
 def test_a_diverged_model_is_marked_and_not_tested(tmp_path, digits):
     config = tiny_config(max_epochs=5, optimizer="sgd", losses=("squared-error",))
-    history = run_tiny(tmp_path, digits, config, loss="squared-error", learning_rates=(1e4,), seeds=(0,))
-    (end,) = [r for r in history if r["split"] == "end"]
-    assert end["diverged"] and end["test"] is None and end["best_epoch"] is None
-    last = [r for r in history if r["split"] == "valid"][-1]
-    assert not np.isfinite(last["train_loss"]) and end["stop_epoch"] == last["epoch"]
-
-
-def test_a_finished_run_read_again_keeps_the_environment_it_trained_in(tmp_path, digits):
-    config, env_path = tiny_config(max_epochs=2), tmp_path / "env.json"
-    env_path.write_text(json.dumps({"git_commit": "an earlier sitting"}))
-    first = run_tiny(tmp_path, digits, config, seeds=(0,))  # trains: this sitting's machine
-    trained_in = json.loads(env_path.read_text())
-    assert trained_in["git_commit"] != "an earlier sitting" and trained_in["devices"] == ["cpu:0"]
-    env_path.write_text(json.dumps({**trained_in, "git_commit": "the sitting that trained"}))
-    assert run_tiny(tmp_path, digits, config, seeds=(0,)) == first  # read back, not trained
-    assert json.loads(env_path.read_text())["git_commit"] == "the sitting that trained"
-
-
-def test_overrides_change_fields_and_bad_ones_name_the_key():
-    config = configs.get("digits-mlp", ["losses=log-softmax,log-taylor-2", "seeds=0,1",
-                                        "max_epochs=3", "patience=none", "learning_rates=0.1"])
-    assert config.losses == ("log-softmax", "log-taylor-2") and config.seeds == (0, 1)
-    assert config.max_epochs == 3 and config.patience is None and config.learning_rates == (0.1,)
-    with pytest.raises(ValueError, match="--config.epochs: no such field; valid keys: dataset"):
-        configs.get("digits-mlp", ["epochs=3"])
-    with pytest.raises(ValueError, match="--config.seeds=a: not a valid int"):
-        configs.get("digits-mlp", ["seeds=a"])
-    with pytest.raises(ValueError, match="unknown loss 'log-softmaks'"):
-        configs.get("digits-mlp", ["losses=log-softmaks"])
-    with pytest.raises(ValueError, match="config.optimizer='rmsprop'"):
-        configs.get("digits-mlp", ["optimizer=rmsprop"])
+    end = fit_tiny(tmp_path, digits, config, "squared-error", learning_rate=1e4)
+    assert end["diverged"] and "test" not in end and end["best_epoch"] is None
+    assert not np.isfinite(end["curve"][-1]["train_loss"])
+    assert end["stop_epoch"] == end["curve"][-1]["epoch"]
 
 
 RUN_SCRIPT = """
 import sys
-from experiments import configs, data, train
+from experiments import data, train
+from experiments.config import Config
 train.CHECKPOINT_SECONDS = 0.0  # a checkpoint after every epoch, so that the kill finds one
-config = configs.Config(name="t", dataset="digits", model="mlp", widths=(16,), batch_size=50,
-                        max_epochs=int(sys.argv[2]), losses=("log-taylor-2",))
+config = Config(name="t", dataset="digits", model="mlp", widths=(16,), batch_size=50,
+                max_epochs=int(sys.argv[2]), losses=("log-taylor-2",))
 digits = data.load("digits")
-run = train.Run("log-taylor-2", {}, (3e-3,), (0, 1), test=True)
-train.run(config, run, sys.argv[1], digits, train.trainer(config, "log-taylor-2", digits))
+program = train.Program(config, "log-taylor-2", digits)
+point = {"learning_rate": 3e-3, "dropout": 0.0, "weight_decay": 0.0}
+record = train.fit(program, point, 0, digits, sys.argv[1], test=True)
+import json; print(json.dumps(record))
 """
 
 
-def run_script(run_dir, epochs, env=None):
-    return subprocess.Popen([sys.executable, "-c", RUN_SCRIPT, str(run_dir), str(epochs)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def run_script(work_dir, epochs, env=None):
+    return subprocess.Popen([sys.executable, "-c", RUN_SCRIPT, str(work_dir), str(epochs)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
 
 
-def read_metrics(run_dir):
-    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+def finished(process):
+    out, _ = process.communicate()
+    assert process.returncode == 0
+    return json.loads(out.splitlines()[-1])
 
 
-def test_a_killed_run_resumes_to_the_uninterrupted_numbers(tmp_path):
+def test_a_killed_model_resumes_to_the_uninterrupted_numbers(tmp_path):
     epochs = 40
     killed = run_script(tmp_path / "killed", epochs)
     checkpoints = tmp_path / "killed" / "checkpoints"
     deadline = time.monotonic() + 120
-    while not any(checkpoints.glob("model-*/*")) and time.monotonic() < deadline and killed.poll() is None:
+    while not any(checkpoints.glob("*")) and time.monotonic() < deadline and killed.poll() is None:
         time.sleep(0.05)
     time.sleep(0.5)
     killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    finished_before_kill = sum(r["split"] == "valid" for r in read_metrics(tmp_path / "killed"))
-    assert 1 <= finished_before_kill < 2 * epochs  # it was killed mid-run
-    assert run_script(tmp_path / "killed", epochs).wait() == 0
-    assert run_script(tmp_path / "whole", epochs).wait() == 0
-    resumed, whole = read_metrics(tmp_path / "killed"), read_metrics(tmp_path / "whole")
-    assert len(resumed) == 2 * (epochs + 1)
+    killed.communicate()
+    done_before_kill = len((tmp_path / "killed" / "metrics.jsonl").read_text().splitlines())
+    assert 1 <= done_before_kill < epochs  # it was killed mid-run
+    resumed = finished(run_script(tmp_path / "killed", epochs))
+    whole = finished(run_script(tmp_path / "whole", epochs))
+    assert len(resumed["curve"]) == epochs
     assert without_timings(resumed) == without_timings(whole)
-    assert not any(checkpoints.glob("model-*"))  # finished models need no checkpoint
 
 
-def test_epochs_recorded_past_the_checkpoint_are_made_again_not_mixed(tmp_path, digits):
-    """Records of epochs the checkpoint does not hold (here: a lost checkpoint, and records
-    another machine would have computed differently) are replaced by the retrained model's;
-    the other model's records stay as they were."""
-    whole = run_tiny(tmp_path / "whole", digits)
-    lines = (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines(keepends=True)
-    seed_0 = [line for line in lines if json.loads(line)["seed"] == 0]
-    seed_1 = [json.loads(line) for line in lines if json.loads(line)["seed"] == 1]
-    foreign = [json.dumps({**record, "nll": 99.0}) + "\n" for record in seed_1[:2]]  # epochs 1, 2
+def test_validations_recorded_past_the_checkpoint_are_made_again_not_mixed(tmp_path, digits):
+    """Validations the checkpoint does not hold (here: no checkpoint, and records another
+    machine would have computed differently) are replaced by the retrained model's."""
+    whole = fit_tiny(tmp_path / "whole", digits)
     (tmp_path / "resumed").mkdir()
-    (tmp_path / "resumed" / "metrics.jsonl").write_text("".join(seed_0 + foreign))
-    resumed = run_tiny(tmp_path / "resumed", digits)
-    assert not any(r.get("nll") == 99.0 for r in read_metrics(tmp_path / "resumed"))
-    assert (tmp_path / "resumed" / "metrics.jsonl").read_text().startswith("".join(seed_0))
-    key = lambda r: (r["seed"], r["split"], r.get("epoch", 0))
-    assert sorted(without_timings(resumed), key=key) == sorted(without_timings(whole), key=key)
+    foreign = [{**entry, "nll": 99.0} for entry in whole["curve"][:2]]
+    (tmp_path / "resumed" / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in foreign))
+    resumed = fit_tiny(tmp_path / "resumed", digits)
+    assert not any(e["nll"] == 99.0 for e in resumed["curve"])
+    assert without_timings(resumed) == without_timings(whole)
 
 
 def test_two_sharded_devices_give_the_single_device_numbers(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    assert run_script(tmp_path / "two", 2, env).wait() == 0
-    assert run_script(tmp_path / "one", 2).wait() == 0
-    two, one = read_metrics(tmp_path / "two"), read_metrics(tmp_path / "one")
-    assert json.loads((tmp_path / "two" / "env.json").read_text())["devices"] == ["cpu:0", "cpu:1"]
-    assert len(two) == len(one)
-    for a, b in zip(two, one):
-        a, b = (r["test"] if r["split"] == "end" else r for r in (a, b))
+    two, one = finished(run_script(tmp_path / "two", 2, env)), finished(run_script(tmp_path / "one", 2))
+    assert len(two["curve"]) == len(one["curve"])
+    for a, b in [*zip(two["curve"], one["curve"]), (two["test"], one["test"])]:
         assert a["error"] == pytest.approx(b["error"], abs=1e-6)  # same predictions
-        for key in {"nll", "ece", "brier", "train_loss"} & set(a):
+        for key in {"nll", "train_loss"} & set(a):
             assert a[key] == pytest.approx(b[key], rel=1e-4), key
 
 
@@ -419,17 +428,21 @@ def test_tiny_comparison_end_to_end_on_fashion_mnist(tmp_path, capsys):
     table = (tmp_path / "table.md").read_text()
     assert capsys.readouterr().out.strip() == table.strip()
     for loss in ("log-softmax", "log-spherical"):
-        row = next(line for line in table.splitlines() if line.startswith(f"| {loss} |"))
-        error = float(row.split("|")[4].split("+-")[0])
+        line = next(line for line in table.splitlines() if line.startswith(f"| {loss} |"))
+        error = float(line.split("|")[4].split("+-")[0])
         assert 0 < error < 60  # better than chance (90 %) after 2 tiny epochs
     assert "epsilon = " in table  # the tuned epsilon is recorded
     for plot in ("learning_curves.png", "reliability.png"):
         assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    tuned = {p.name for p in (tmp_path / "runs" / "log-spherical").iterdir()}
-    assert {f"tune-epsilon={e:g}-learning_rate={lr:g}" for e in (0.001, 0.01, 0.1)
+    tuned = {records.point_name(m["point"]) for m in records.read(tmp_path)
+             if m["loss"] == "log-spherical" and m["stage"] == "tune"}
+    assert {f"dropout=0-epsilon={e:g}-learning_rate={lr:g}-weight_decay=0" for e in (0.001, 0.01, 0.1)
             for lr in (0.001, 0.01)} < tuned  # the starting grid, and the widened points
     assert not any("(edge)" in line for line in table.splitlines() if line.startswith("| log-"))
-    # tables regenerate the same table from the run directories alone
+    assert sorted(p.name for p in tmp_path.iterdir()) == [  # a few files, no working files
+        "config.json", "environments.json", "learning_curves.png", "records.jsonl.gz",
+        "reliability.png", "table.md"]
+    # tables regenerate the same table from the records alone
     (tmp_path / "table.md").unlink()
     assert cli.main(["tables", "tiny", "--output", str(tmp_path)]) == 0
     assert (tmp_path / "table.md").read_text() == table
@@ -449,10 +462,11 @@ def test_a_missing_dataset_stops_with_a_message_not_a_traceback(tmp_path, monkey
 
 def test_a_choice_at_the_end_of_its_line_is_marked():
     tried = [{"learning_rate": lr, "epsilon": e} for lr in (1e-3, 3e-3, 1e-2) for e in (0.1, 1.0)]
-    bounds = {"learning_rate": (1e-5, 1e-2), "epsilon": (1e-3, 10.0)}
+    space = {"learning_rate": {"values": [1e-3, 3e-3, 1e-2], "bounds": [1e-5, 1e-2], "log": True},
+             "epsilon": {"values": [0.1, 1.0], "bounds": [1e-3, 10.0], "log": True}}
 
     def marks(chosen):
-        return [tables.with_edge_mark(v, k, chosen, tried, bounds) for k, v in chosen.items()]
+        return list(tables.chosen_text(chosen, tried, space, "grid").values())
 
     assert marks({"learning_rate": 3e-3, "epsilon": 1.0}) == ["0.003", "1 (edge)"]
     assert marks({"learning_rate": 1e-2, "epsilon": 0.1}) == ["0.01 (edge, bound)", "0.1 (edge)"]
@@ -464,37 +478,41 @@ def test_a_choice_at_the_end_of_its_line_is_marked():
 def test_factored_output_layer_trains_the_dense_sgd_model(tmp_path, digits, loss):
     """The factored layer's exact SGD step, with the features' gradient backpropagated, gives
     the model that dense SGD gives (float32 rounding apart)."""
-    hyper = {"epsilon": 0.1} if loss == "log-spherical" else {}
-    runs = {}
+    values = {"epsilon": 0.1} if loss == "log-spherical" else {}
+    ends = {}
     for layer in ("dense", "factored"):
         config = tiny_config(optimizer="sgd", output_layer=layer, losses=(loss,))
-        runs[layer] = run_tiny(tmp_path / layer, digits, config, loss=loss, hyper=hyper,
-                               learning_rates=(0.1,))
-    assert isinstance(train.trainer(config, loss, digits), FactoredTrainer)
-    for dense, factored in zip(runs["dense"], runs["factored"]):
-        a, b = (r["test"] if r["split"] == "end" else r for r in (dense, factored))
+        ends[layer] = fit_tiny(tmp_path / layer, digits, config, loss, **values, learning_rate=0.1)
+    assert train.Program(config, loss, digits).layer.maintain_every is not None
+    for a, b in [*zip(ends["dense"]["curve"], ends["factored"]["curve"]),
+                 (ends["dense"]["test"], ends["factored"]["test"])]:
         assert b["error"] == pytest.approx(a["error"], abs=2e-3)  # at most one example flips
         assert b["nll"] == pytest.approx(a["nll"], rel=1e-4)
-    assert runs["dense"][-1]["test"]["error"] < 0.5  # it learned (chance: 0.9)
+    assert ends["dense"]["test"]["error"] < 0.5  # it learned (chance: 0.9)
 
 
 @pytest.mark.parametrize("loss", ["log-softmax", "log-spherical", "z-loss"])
 def test_linear_output_layer_trains_the_dense_adam_model(tmp_path, digits, loss):
     """The linear loss has the dense loss's gradients, so Adam through it trains the same model
-    (float32 rounding apart); soft-margin losses, which have no linear form, stay dense."""
-    hyper = {"epsilon": 0.1} if loss == "log-spherical" else {"a": 1.0, "b": 2.0} if loss == "z-loss" else {}
-    runs = {}
+    (float32 rounding apart)."""
+    values = {"epsilon": 0.1} if loss == "log-spherical" else {}
+    ends = {}
     for layer in ("dense", "linear"):
         config = tiny_config(output_layer=layer, losses=(loss,))
-        runs[layer] = run_tiny(tmp_path / layer, digits, config, loss=loss, hyper=hyper,
-                               learning_rates=(3e-3,))
-    assert isinstance(train.trainer(config, loss, digits), train.LinearTrainer)
-    assert type(train.trainer(config, "soft-margin-softmax", digits)) is train.Trainer
-    for dense, linear in zip(runs["dense"], runs["linear"]):
-        a, b = (r["test"] if r["split"] == "end" else r for r in (dense, linear))
+        ends[layer] = fit_tiny(tmp_path / layer, digits, config, loss, **values)
+    for a, b in [*zip(ends["dense"]["curve"], ends["linear"]["curve"]),
+                 (ends["dense"]["test"], ends["linear"]["test"])]:
         assert b["error"] == pytest.approx(a["error"], abs=2e-3)  # at most one example flips
-        assert b["top10_accuracy"] == pytest.approx(a["top10_accuracy"], abs=2e-3)
-    assert runs["dense"][-1]["test"]["error"] < 0.5  # it learned (chance: 0.9)
+    assert ends["linear"]["test"]["top10_accuracy"] == pytest.approx(
+        ends["dense"]["test"]["top10_accuracy"], abs=2e-3)
+    assert ends["dense"]["test"]["error"] < 0.5  # it learned (chance: 0.9)
+
+
+def test_a_loss_without_a_linear_or_factored_form_trains_dense():
+    dense = losses.get("soft-margin-softmax")
+    for name in ("linear", "factored"):
+        layer = output_layers.get(name, dense)
+        assert layer.maintain_every is None and layer.init is output_layers.dense(dense).init
 
 
 @pytest.mark.skipif(not text.WORDNET_DIR.exists(), reason="needs apt-get install wordnet-base")
@@ -505,41 +523,32 @@ def test_the_linear_output_layer_trains_in_less_memory_than_the_logits():
     config = dataclasses.replace(configs.get("tiny-lm")[0], dataset="wordnet-1000",
                                  batch_size=256, train_subset=1024)
     temporary = {}
-    for layer, kind in (("dense", train.Trainer), ("linear", train.LinearTrainer)):
-        trainer = kind(dataclasses.replace(config, output_layer=layer), "log-spherical", lm)
-        state = trainer.init(np.int32(0), np.float32(1e-3))
-        temporary[layer] = trainer.epoch_temporary_bytes(state, {"epsilon": jnp.float32(0.1)})
+    for layer in ("dense", "linear"):
+        program = train.Program(dataclasses.replace(config, output_layer=layer), "log-spherical", lm)
+        temporary[layer] = program.epoch_temporary_bytes(point(config, "log-spherical", epsilon=0.1))
     logits_bytes = 256 * 1002 * 4
     assert temporary["dense"] >= 2 * logits_bytes > temporary["linear"]
 
 
 @pytest.mark.skipif(not text.WORDNET_DIR.exists(), reason="needs apt-get install wordnet-base")
-def test_the_dense_reference_of_a_linear_table_holds_the_logits_and_is_shown(tmp_path):
+def test_the_dense_reference_of_a_linear_table_holds_the_logits_and_is_shown():
     """Beside the linear losses, the table shows log-softmax through the dense logits: its
     epoch holds the (256, 1002) logits and their gradient, over 4 steps of 256 windows."""
     lm = load("wordnet-1000")
     config = dataclasses.replace(configs.get("tiny-lm")[0], dataset="wordnet-1000",
                                  batch_size=256, train_subset=1100, output_layer="linear")
-    reference = train.dense_reference(config, lm)
+    reference = train.dense_reference(config, lm, point(config, "log-softmax", learning_rate=1e-2))
     assert reference["train_examples"] == 4 * 256
     assert reference["train_epoch_temporary_bytes"] >= 2 * 256 * 1002 * 4
-    experiment = {"config": dataclasses.asdict(config), "command": "test",
-                  "dense_reference": reference}
-    row = next(line for line in tables.render(experiment, {}).splitlines()
-               if line.startswith("| *log-softmax, dense logits* |"))
-    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    described = {"config": {**dataclasses.asdict(config)}, "command": "test",
+                 "dense_reference": reference,
+                 "losses": {"log-softmax": {"space": config.space("log-softmax")}}}
+    line = next(line for line in tables.results_table(described, {})
+                if line.startswith("| *log-softmax, dense logits* |"))
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
     assert len(cells) == 11 and cells[1:8] == ["-"] * 7
     assert cells[8] == f"{1024 / reference['train_seconds']:,.0f}"
     assert cells[10] == f"{reference['train_epoch_temporary_bytes'] / 2**20:,.1f}"
-
-
-@pytest.mark.parametrize("loss, optimizer, message", [
-    ("log-softmax", "sgd", "'log-softmax'.*log-taylor-2"),
-    ("log-taylor-2", "adam", "optimizer='sgd'"),
-])
-def test_factored_output_layer_refuses_what_it_cannot_train(digits, loss, optimizer, message):
-    with pytest.raises(ValueError, match=message):
-        FactoredTrainer(tiny_config(output_layer="factored", optimizer=optimizer), loss, digits)
 
 
 # A restore that fails can leave a tensorstore read whose completion lands on orbax's event
@@ -549,17 +558,17 @@ def test_factored_output_layer_refuses_what_it_cannot_train(digits, loss, optimi
 def test_a_checkpoint_of_another_structure_stops_with_a_clear_error(tmp_path):
     """A model's checkpoint saved with other widths cannot be restored into this model."""
     small = {"params": {"w": jnp.zeros((3, 4))}}
-    checkpoints = train._Checkpoints(tmp_path, 0)
+    checkpoints = train.Checkpoints(tmp_path)
     checkpoints.save(2, small, small["params"])
     checkpoints.close()
     for other in ({"params": {"w": jnp.zeros((3, 4)), "b": jnp.zeros(4)}},
                   {"params": {"w": jnp.zeros((3, 5))}}):
-        with pytest.raises(train.RunError, match="(?s)another structure.*delete it"):
-            train._Checkpoints(tmp_path, 0).restore({"state": other, "best": other["params"]})
-    checkpoints = train._Checkpoints(tmp_path, 0)
-    epoch, restored = checkpoints.restore({"state": small, "best": small["params"]})
+        with pytest.raises(records.RunError, match="(?s)another structure.*delete it"):
+            train.Checkpoints(tmp_path).restore({"state": other, "best": other["params"]})
+    checkpoints = train.Checkpoints(tmp_path)
+    restored = checkpoints.restore({"state": small, "best": small["params"]})
     checkpoints.close()
-    assert epoch == 2 and restored["state"]["params"]["w"].shape == (3, 4)
+    assert restored["state"]["params"]["w"].shape == (3, 4)
 
 
 @pytest.mark.parametrize("values, value, bounds, expected", [
@@ -572,9 +581,10 @@ def test_a_checkpoint_of_another_structure_stops_with_a_clear_error(tmp_path):
     ([1.0], 1.0, (0.9, 1.1), (1 / 3, False)),
     ([0.15, 0.45, 1.35], 0.15, (0.05, 5.0), (0.05, True)),  # 0.15 / 3 rounds below 0.05
     ([0.15, 0.45, 1.35], 0.15, (0.051, 5.0), (0.05, False)),
+    ([0.0, 1e-4, 1e-3], 0.0, (0.0, 1.0), None),  # no step leads below 0
 ])
 def test_one_step_past_the_end_the_choice_sits_at(values, value, bounds, expected):
-    edge = comparison.beyond_edge(values, value, bounds)
+    edge = tuning.beyond_edge(values, value, bounds)
     assert edge == expected if expected is None else edge == (pytest.approx(expected[0]), expected[1])
 
 
@@ -586,20 +596,20 @@ def test_search_widens_the_grid_until_the_choice_is_interior_or_bounded():
     def tune(point):
         tried.append(point)
         nll = (np.log10(point["learning_rate"] / 0.05)) ** 2 + (np.log10(point["epsilon"] / 1e-4)) ** 2
-        return [{"learning_rate": point["learning_rate"], "nll": nll + 0.01 * seed, "error": 0.1,
-                 "diverged": False} for seed in (0, 1)]
+        return [{"best": {"nll": nll + 0.01 * seed, "error": 0.1}, "diverged": False} for seed in (0, 1)]
 
-    start = [{"learning_rate": lr, "epsilon": e} for lr in (1e-3, 3e-3, 1e-2) for e in (1e-2, 1e-1)]
-    bounds = {"learning_rate": (1e-5, 1.0), "epsilon": (1e-3, 1.0)}
-    hyper, learning_rate = comparison.search(start, tune, bounds, losses.get("log-spherical").stopping_metric)
+    space = {"learning_rate": {"values": [1e-3, 3e-3, 1e-2], "bounds": [1e-5, 1.0], "log": True},
+             "epsilon": {"values": [1e-2, 1e-1], "bounds": [1e-3, 1.0], "log": True},
+             "dropout": {"values": [0.0], "bounds": [0.0, 0.9], "log": False}}
+    chosen = tuning.search_grid(space, tune, losses.get("log-spherical").stopping_metric)
     # by hand: (1e-2, 1e-2) -> (1e-2, 1e-3) -> (3e-2, 1e-3), a single learning rate at epsilon
     # 1e-3 being widened by 3; then 9e-2 and epsilon 3e-3 are worse, and 3.3e-4 is out of bounds
-    assert hyper == {"epsilon": pytest.approx(1e-3)} and learning_rate == pytest.approx(3e-2)
-    chosen = {"learning_rate": learning_rate, **hyper}
-    lrs = comparison.line(tried, chosen, "learning_rate")
-    assert lrs[0] < learning_rate < lrs[-1]  # interior along the learning rate
-    assert comparison.beyond_edge(comparison.line(tried, chosen, "epsilon"), 1e-3, bounds["epsilon"])[1] is False
-    assert len(tried) == len({comparison.setting_name(p) for p in tried})  # nothing tuned twice
+    assert chosen == {"epsilon": pytest.approx(1e-3), "learning_rate": pytest.approx(3e-2), "dropout": 0.0}
+    lrs = tuning.line(tried, chosen, "learning_rate")
+    assert lrs[0] < chosen["learning_rate"] < lrs[-1]  # interior along the learning rate
+    assert tuning.beyond_edge(tuning.line(tried, chosen, "epsilon"), 1e-3, (1e-3, 1.0))[1] is False
+    assert len(tried) == len({records.point_name(p) for p in tried})  # nothing tuned twice
+    assert {p["dropout"] for p in tried} == {0.0}  # a hyperparameter fixed at 0 is not widened
 
 
 def test_a_value_reached_by_a_step_is_the_grid_value_it_rounds_to():
@@ -612,10 +622,11 @@ def test_a_value_reached_by_a_step_is_the_grid_value_it_rounds_to():
              {"learning_rate": 0.001, "a": 1 / 3}, {"learning_rate": 0.009, "a": 1 / 3},
              {"learning_rate": stepped_down, "a": 1 / 3}]
     chosen = {"learning_rate": stepped_down, "a": 1 / 3}
-    bounds = {"learning_rate": (1e-5, 1.0), "a": (0.01, 100.0)}
-    assert comparison.line(tried, chosen, "a") == pytest.approx([1 / 3, 1.0, 3.0])
-    assert comparison.line(tried, chosen, "learning_rate") == pytest.approx([0.001, 0.003, 0.009])
-    assert comparison.widening(tried, chosen, bounds) == [
+    space = {"learning_rate": {"values": [0.003], "bounds": (1e-5, 1.0), "log": True},
+             "a": {"values": [1.0], "bounds": (0.01, 100.0), "log": True}}
+    assert tuning.line(tried, chosen, "a") == pytest.approx([1 / 3, 1.0, 3.0])
+    assert tuning.line(tried, chosen, "learning_rate") == pytest.approx([0.001, 0.003, 0.009])
+    assert tuning.widening(tried, chosen, space) == [
         {"learning_rate": stepped_down, "a": pytest.approx(1 / 9)}]
 
 
@@ -652,7 +663,7 @@ def test_the_temperature_search_follows_the_minimum_past_its_first_interval(best
         def evaluate(self, params, hyper, split, temperature):
             return {"nll": (np.log(temperature) - np.log(best)) ** 2}
 
-    temperature = train.Trainer.fit_temperature(Quadratic(), None, {}, None)
+    temperature = train.Program.fit_temperature(Quadratic(), None, {}, None)
     assert np.log(temperature) == pytest.approx(np.log(best), abs=2e-3)
 
 
@@ -663,40 +674,83 @@ def log_softmax_float64(logits):
     return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
 
+def trained_program(digits, epochs):
+    config = tiny_config(losses=("log-softmax",))
+    program = train.Program(config, "log-softmax", digits)
+    hyper = train.traced(point(config, "log-softmax", learning_rate=3e-3))
+    state = program.init(jnp.int32(0), hyper)
+    for epoch in range(epochs):
+        state, _ = program.train_steps(state, program.epoch_order(state, jnp.int32(epoch)), hyper)
+    return program, state["params"], hyper
+
+
 def test_evaluation_in_chunks_bounded_by_their_logits_sums_every_example_once(digits, monkeypatch):
     """With at most 70 examples' logits per chunk, the validation split (not a multiple of 70)
     is padded into chunks of 70, and its NLL and error equal NumPy's over the whole split."""
     monkeypatch.setattr(train, "EVAL_LOGITS", 70 * digits.num_classes + 5)
-    trainer = train.trainer(tiny_config(), "log-softmax", digits)
-    state = trainer.init(jnp.int32(0), jnp.float32(3e-3))
-    state, _ = trainer.train_epoch(state, jnp.int32(0), {})
-    images = trainer._device_chunks(digits.valid)[0]
+    program, params, hyper = trained_program(digits, 1)
+    images = program._device_chunks(digits.valid)[0]
     assert images.shape[1] == 70 and len(digits.valid.labels) % 70 != 0
 
-    logits = np.asarray(trainer.model.apply(state["params"], digits.valid.images), np.float64)
+    logits = np.asarray(program.model.apply(params, digits.valid.images), np.float64)
     log_probs = log_softmax_float64(logits)
     labels = digits.valid.labels
-    summary = trainer.evaluate(state["params"], {}, digits.valid)
+    summary = program.evaluate(params, hyper, digits.valid)
     assert summary["nll"] == pytest.approx(-np.mean(log_probs[np.arange(len(labels)), labels]), rel=1e-5)
     assert summary["error"] == pytest.approx(np.mean(logits.argmax(1) != labels), abs=1e-7)
 
 
 @pytest.mark.parametrize("logit_scale", [1.0, 1e3, 1e-3])  # the optimum far outside [0.05, 20]
 def test_the_fitted_temperature_minimises_the_validation_nll(digits, logit_scale):
-    trainer = train.trainer(tiny_config(), "log-softmax", digits)
-    state = trainer.init(jnp.int32(0), jnp.float32(3e-3))
-    for epoch in range(3):
-        state, _ = trainer.train_epoch(state, jnp.int32(epoch), {})
-    params = state["params"] | {"output": jax.tree.map(lambda p: p * logit_scale,
-                                                       state["params"]["output"])}
-    temperature = trainer.fit_temperature(params, {}, digits.valid)
+    program, params, hyper = trained_program(digits, 3)
+    params = params | {"output": jax.tree.map(lambda p: p * logit_scale, params["output"])}
+    temperature = program.fit_temperature(params, hyper, digits.valid)
 
     def reference_nll(t):  # NumPy float64 log-softmax of the logits / t
-        logits = np.asarray(trainer.model.apply(params, digits.valid.images), np.float64) / t
+        logits = np.asarray(program.model.apply(params, digits.valid.images), np.float64) / t
         log_probs = log_softmax_float64(logits)
         return -np.mean(log_probs[np.arange(len(logits)), digits.valid.labels])
 
-    assert trainer.evaluate(params, {}, digits.valid, temperature)["nll"] == pytest.approx(
+    assert program.evaluate(params, hyper, digits.valid, temperature)["nll"] == pytest.approx(
         reference_nll(temperature), rel=1e-4)
     assert reference_nll(temperature) < min(reference_nll(1.05 * temperature),
                                             reference_nll(temperature / 1.05))
+
+
+def test_random_points_fill_each_range_on_its_scale_and_fix_single_values():
+    space = {"learning_rate": {"values": [1e-4, 1e-1], "bounds": [1e-5, 1.0], "log": True},
+             "dropout": {"values": [0.0, 0.2, 0.5], "bounds": [0.0, 0.9], "log": False},
+             "weight_decay": {"values": [0.0], "bounds": [0.0, 1.0], "log": False}}
+    points = tuning.random_points(space, 16)
+    assert len(points) == 16 and tuning.random_points(space, 16) == points  # a fixed sequence
+    rates = np.log10([p["learning_rate"] for p in points])
+    drops = np.array([p["dropout"] for p in points])
+    assert rates.min() >= -4 and rates.max() <= -1 and drops.min() >= 0 and drops.max() <= 0.5
+    # quasi-random: each quarter of each range (log scale for the rate) holds 3 to 5 of the 16
+    for values, low, high in ((rates, -4, -1), (drops, 0, 0.5)):
+        assert all(3 <= n <= 5 for n in np.histogram(values, bins=4, range=(low, high))[0])
+    assert {p["weight_decay"] for p in points} == {0.0}
+
+
+def test_a_value_within_a_tenth_of_its_range_end_is_near_the_edge():
+    log_axis = {"values": [1e-4, 1e-1], "log": True}  # 3 decades: a tenth is 0.3 decades
+    assert tuning.near_edge(1.5e-4, log_axis) and tuning.near_edge(6e-2, log_axis)
+    assert not tuning.near_edge(3e-4, log_axis) and not tuning.near_edge(4e-2, log_axis)
+    assert tuning.near_edge(0.04, {"values": [0.0, 0.5], "log": False})
+    assert not tuning.near_edge(0.06, {"values": [0.0, 0.5], "log": False})
+
+
+def test_a_random_search_gives_every_loss_the_same_trials_and_states_the_budget(tmp_path, digits):
+    config = tiny_config(losses=("log-softmax", "log-spherical"), tuning="random", trials=3,
+                         max_epochs=1, seeds=(0,),
+                         search={"learning_rate": (1e-3, 1e-1), "dropout": (0.0, 0.5)})
+    comparison.run(config, tmp_path, digits, "x")
+    tuned = records.read(tmp_path)
+    for loss in config.losses:
+        models = [m for m in tuned if m["loss"] == loss and m["stage"] == "tune"]
+        assert len(models) == 3 * 2 and len({records.point_name(m["point"]) for m in models}) == 3
+    spherical = {m["point"]["epsilon"] for m in tuned if m["loss"] == "log-spherical"}
+    assert len(spherical) == 3 and all(1e-3 <= e <= 1e-1 for e in spherical)  # drawn, not fixed
+    table = tables.write(tmp_path)
+    assert "Tuning models trained per loss: log-softmax 6, log-spherical 6." in table
+    assert "a quasi-random (Halton) search of 3 points per loss" in table
