@@ -16,7 +16,6 @@ so that a language model's perplexity can be read for frequent and rare words ap
 
 from __future__ import annotations
 
-import base64
 from typing import Callable, NamedTuple, Optional
 
 import jax
@@ -105,16 +104,6 @@ def predictions(
     """The predicted class of each row of ``logits`` (N, D): the most probable under the model's
     probabilities (the largest output without them); -1 for a row with a NaN."""
     return _predictions(_scores(logits, log_probabilities))
-
-
-def pack_correct(predicted: np.ndarray, labels: np.ndarray) -> str:
-    """Per-example correctness as a compact string (bits packed, base64) for ``metrics.jsonl``."""
-    return base64.b64encode(np.packbits(np.asarray(predicted) == np.asarray(labels))).decode()
-
-
-def unpack_correct(packed: str, count: int) -> np.ndarray:
-    """The boolean per-example correctness that ``pack_correct`` stored for ``count`` examples."""
-    return np.unpackbits(np.frombuffer(base64.b64decode(packed), np.uint8), count=count).astype(bool)
 
 
 def summarize(total: Totals, has_probabilities: bool) -> dict:

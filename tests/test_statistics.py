@@ -72,10 +72,10 @@ def test_mcnemar_counts_discordant_examples_and_matches_the_binomial_sum():
 
 
 def test_correctness_survives_packing_for_any_count():
-    from experiments import metrics
+    from experiments import records
 
     rng = np.random.default_rng(0)
     for n in (1, 7, 8, 9, 10_000):
         predicted, labels = rng.integers(0, 3, n), rng.integers(0, 3, n)
-        packed = metrics.pack_correct(predicted, labels)
-        np.testing.assert_array_equal(metrics.unpack_correct(packed, n), predicted == labels)
+        packed = records.pack_correct(predicted, labels)
+        np.testing.assert_array_equal(records.unpack_correct(packed, n), predicted == labels)
