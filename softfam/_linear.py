@@ -476,6 +476,10 @@ def _sharded(core: Callable, arrays: dict, hyperparameters: dict, axis_name: Axi
     if axes and all(a in manual for a in axes):
         num_classes *= int(np.prod([lax.axis_size(a) for a in axes]))
         return core(axes, num_classes, arrays, hyperparameters)
+    split = _varying(arrays["weights"]) - _varying(arrays["hidden"])
+    if split and not axes:
+        raise ValueError(f"weights vary over the shard_map axes {tuple(sorted(split))} and hidden "
+                         "does not: if the classes are sharded over them, pass them as axis_name")
     mesh = jax.typeof(arrays["weights"]).sharding.mesh
     if any(a not in mesh.axis_names for a in axes):
         raise ValueError(f"axis_name={axis_name!r} must name axes of the enclosing shard_map "

@@ -208,6 +208,22 @@ def vocabulary_over_two_axes():
     return errors
 
 
+def forgotten_axis_name() -> str:
+    """The error of a loss called inside shard_map on a shard of the classes without
+    axis_name (it would be the loss of that shard's classes alone)."""
+    mesh = jax.make_mesh(MESH_SHAPE, ("data", "model"))
+    arrays = inputs()
+    loss = jax.shard_map(softfam.linear_softmax_cross_entropy_with_integer_labels, mesh=mesh,
+                         in_specs=(P("data", None), P(None, "model"), P("data")), out_specs=P("data"))
+    specs = dict(hidden=P("data", None), weights=P(None, "model"), labels=P("data"))
+    args = [jax.device_put(arrays[k], NamedSharding(mesh, spec)) for k, spec in specs.items()]
+    try:
+        loss(*args)
+    except ValueError as error:
+        return str(error)
+    return ""
+
+
 def main(output: str) -> None:
     jax.config.update("jax_enable_x64", True)
     meshes = dict(explicit=jax.make_mesh(MESH_SHAPE, ("data", "model"), axis_types=(AxisType.Explicit,) * 2),
@@ -216,7 +232,8 @@ def main(output: str) -> None:
     report = dict(devices=jax.device_count(), shapes=dict(examples=EXAMPLES, hidden=HIDDEN, classes=CLASSES),
                   losses={name: measure(name, meshes, arrays) for name in LOSSES},
                   train_step=train_step_example(meshes["explicit"]),
-                  two_axes=vocabulary_over_two_axes())
+                  two_axes=vocabulary_over_two_axes(),
+                  forgotten_axis_name=forgotten_axis_name())
     with open(output, "w") as file:
         json.dump(report, file, indent=1)
 

@@ -95,3 +95,8 @@ def test_classes_sharded_over_a_tuple_of_mesh_axes(report):
     errors = report["two_axes"]
     assert set(errors) == {f"{name}-{way}" for name in ("softmax", "spherical") for way in ("gspmd", "shard_map")}
     assert max(errors.values()) < 1e-10, errors
+
+
+def test_a_forgotten_axis_name_inside_shard_map_is_refused(report):
+    assert "weights vary over the shard_map axes ('model',)" in report["forgotten_axis_name"]
+    assert "pass them as axis_name" in report["forgotten_axis_name"]
