@@ -584,11 +584,10 @@ def linear_softmax_cross_entropy_with_integer_labels(
     the logits: ``logsumexp(o) - o_c``, the log-sum taken over blocks of ``block_size`` classes.
 
     Communication per device and step when sharded (module notes), with ``n`` examples and
-    ``v`` classes on the device, ``B`` bytes per number of the compute dtype: all-reduces over
-    the vocabulary axes of ``3 n B`` bytes forward (``4 n B`` with ``label_smoothing``; ``4 n``
-    more with ``class_where``), and of ``n d``
-    numbers of ``hidden``'s gradient in its dtype; over the example axes, of the
-    ``(d + 1) v`` numbers of the kernel's and the bias's gradients in their dtype.
+    ``v`` classes on the device and ``B`` bytes per number of the compute dtype: all-reduces
+    over the vocabulary axes of ``3 n B`` bytes forward (``4 n B`` with ``label_smoothing``,
+    ``4 n`` more with ``class_where``) and ``n d`` numbers of ``hidden``'s gradient; over the
+    example axes, of the ``(d + 1) v`` numbers of the kernel's and the bias's gradients.
 
     Args:
       hidden: the output layer's inputs, shape ``(..., d)``.
@@ -651,11 +650,11 @@ def linear_taylor_softmax_cross_entropy_with_integer_labels(
     blocks of ``block_size`` classes.
 
     Communication per device and step when sharded (module notes), with ``n`` examples and
-    ``v`` classes on the device, ``B`` bytes per number of the compute dtype: all-reduces over
-    the vocabulary axes of ``3 n B`` bytes forward (order > 2: ``4 n B`` with ``label_smoothing``;
-    ``4 n`` more with ``class_where``), and of ``n d``
-    numbers of ``hidden``'s gradient in its dtype; over the example axes, of the
-    ``(d + 1) v`` numbers of the kernel's and the bias's gradients in their dtype.
+    ``v`` classes on the device and ``B`` bytes per number of the compute dtype: all-reduces
+    over the vocabulary axes of ``3 n B`` bytes forward (order > 2: ``4 n B`` with
+    ``label_smoothing``; ``4 n`` more with ``class_where``) and ``n d`` numbers of
+    ``hidden``'s gradient; over the example axes, of the ``(d + 1) v`` numbers of the
+    kernel's and the bias's gradients.
 
     Args:
       hidden: the output layer's inputs, shape ``(..., d)``.
@@ -726,11 +725,10 @@ def linear_spherical_softmax_cross_entropy_with_integer_labels(
     ``logit_soft_cap`` and ``label_smoothing`` are refused: see the module's notes.
 
     Communication per device and step when sharded (module notes), with ``n`` examples and
-    ``v`` classes on the device, ``B`` bytes per number of the compute dtype: all-reduces over
-    the vocabulary axes of ``2 n B`` bytes forward (``q`` and ``o_c``; ``4 n`` more with
-    ``class_where``), and of ``n d``
-    numbers of ``hidden``'s gradient in its dtype; over the example axes, of the
-    ``(d + 1) v`` numbers of the kernel's and the bias's gradients in their dtype.
+    ``v`` classes on the device and ``B`` bytes per number of the compute dtype: all-reduces
+    over the vocabulary axes of ``2 n B`` bytes forward (``q`` and ``o_c``; ``4 n`` more with
+    ``class_where``) and ``n d`` numbers of ``hidden``'s gradient; over the example axes, of
+    the ``(d + 1) v`` numbers of the kernel's and the bias's gradients.
 
     Args:
       hidden: the output layer's inputs, shape ``(..., d)``.
@@ -790,11 +788,10 @@ def linear_squared_error_with_integer_labels(
     ``label_smoothing`` are refused.
 
     Communication per device and step when sharded (module notes), with ``n`` examples and
-    ``v`` classes on the device, ``B`` bytes per number of the compute dtype: all-reduces over
-    the vocabulary axes of ``2 n B`` bytes forward (``q`` and ``o_c``; ``4 n`` more with
-    ``class_where``), and of ``n d``
-    numbers of ``hidden``'s gradient in its dtype; over the example axes, of the
-    ``(d + 1) v`` numbers of the kernel's and the bias's gradients in their dtype.
+    ``v`` classes on the device and ``B`` bytes per number of the compute dtype: all-reduces
+    over the vocabulary axes of ``2 n B`` bytes forward (``q`` and ``o_c``; ``4 n`` more with
+    ``class_where``) and ``n d`` numbers of ``hidden``'s gradient; over the example axes, of
+    the ``(d + 1) v`` numbers of the kernel's and the bias's gradients.
 
     Args:
       hidden: the output layer's inputs, shape ``(..., d)``.
@@ -847,11 +844,10 @@ def linear_z_loss_with_integer_labels(
     ``return_log_normalizer``, ``logit_soft_cap`` and ``label_smoothing`` are refused.
 
     Communication per device and step when sharded (module notes), with ``n`` examples and
-    ``v`` classes on the device, ``B`` bytes per number of the compute dtype: all-reduces over
-    the vocabulary axes of ``3 n B`` bytes forward (``s``, ``q`` and ``o_c``; ``4 n`` more with
-    ``class_where``), and of ``n d``
-    numbers of ``hidden``'s gradient in its dtype; over the example axes, of the
-    ``(d + 1) v`` numbers of the kernel's and the bias's gradients in their dtype.
+    ``v`` classes on the device and ``B`` bytes per number of the compute dtype: all-reduces
+    over the vocabulary axes of ``3 n B`` bytes forward (``s``, ``q`` and ``o_c``; ``4 n``
+    more with ``class_where``) and ``n d`` numbers of ``hidden``'s gradient; over the example
+    axes, of the ``(d + 1) v`` numbers of the kernel's and the bias's gradients.
 
     Args:
       hidden: the output layer's inputs, shape ``(..., d)``.
