@@ -1,27 +1,28 @@
 """The normalizer family ``p_i = f(x_i) / sum_j f(x_j)``, written once.
 
-A member (``Member``) is its score ``f > 0`` and its log-score ``log f``, each a function of
+A member (``Member``) is its log-score ``log f`` and its score ``f > 0``, each a function of
 the logits and of the member's hyperparameters (traced arrays, so that ``jit``, ``vmap`` and
 ``grad`` see them like any other argument). Everything else is shared and written here once:
 the log-partition ``log Z = log sum_j f(x_j)``, the probabilities ``f(x_i) / Z``, the
 log-probabilities ``log f(x_i) - log Z``, their derivatives, masking, excluded classes, axis
 handling, the dtype policy and the negative log-likelihood ``log Z - log f(x_c)``.
 
-Two ways to the same numbers. The direct way sums the scores, ``S = sum_j f(x_j)``, and
-divides by it: two passes over the logits, the fewest possible, and no transcendental
-function for the polynomial members. It is exact when ``1 <= S < inf`` in every slice: no
-score overflowed, and a score that underflowed (``exp`` of a very negative logit) is off by
-less than the smallest normal float. Otherwise (huge logits, an excluded class whose score
-is not 0, a NaN, a fully excluded slice: all rare) the log-space way is taken for the whole
-batch, ``log Z = m + log sum_j exp(log f(x_j) - m)`` with ``m = max_j log f(x_j)``, exact for
-any finite logits. One scalar ``lax.cond`` picks the way; ``_choose`` is its only use.
+Two ways to the same numbers. The log-space way, ``log Z = m + log sum_j exp(log f(x_j) - m)``
+with ``m = max_j log f(x_j)``, is exact for any finite logits; for softmax, whose log-score is
+``x`` itself, it is the usual algorithm, and softmax takes it always. For a member with a
+score that is cheaper than ``exp(log f)`` (the polynomials) the direct way sums the scores,
+``S = sum_j f(x_j)``, and divides by it: two passes over the logits and no transcendental
+function. It is exact when ``1 <= S <= max float`` in every slice: no score overflowed, and a
+score that underflowed would be off by less than the smallest normal float. Otherwise (huge
+logits, a -inf whose score is +inf, a NaN, a fully excluded slice: all rare) the whole batch
+takes the log-space way. One scalar ``lax.cond`` picks; ``_choose`` is its only use.
 
 Excluded classes: ``where=False`` and a logit of -inf both exclude a class, with probability
-exactly 0 and an exactly zero gradient. The direct way masks only ``where``: a member's score
-at -inf is 0 (``exp``), and then -inf needs no mask, or +inf (the polynomials), and then
-``S = inf`` sends the batch the log-space way, which masks both. Derivatives are taken at
-logits with 0 in place of excluded entries (the "double where"). A NaN or +inf among a slice's
-included logits makes that slice's outputs NaN.
+exactly 0 and an exactly zero gradient. The direct way masks only ``where``: a polynomial's
+score at -inf is +inf, so ``S = inf`` sends the batch the log-space way, which masks both.
+Softmax's ``log f(-inf) = -inf`` needs no mask. Derivatives are taken at logits with 0 in
+place of excluded entries (the "double where"). A NaN or +inf among a slice's included logits
+makes that slice's outputs NaN.
 
 Dtype policy: inputs of any floating dtype; work in at least float32; return the input dtype.
 """
@@ -50,26 +51,28 @@ def compute_dtype(dtype: jnp.dtype) -> jnp.dtype:
 class Member(NamedTuple):
     """A normalizer of the family, ``p_i = f(x_i) / sum_j f(x_j)``.
 
-    ``score(x, *hyperparameters)`` is ``f(x) > 0`` elementwise; it may overflow to +inf for
-    huge ``|x|``, and at ``x = -inf`` it is 0 or +inf. ``log_score(x, *hyperparameters)`` is
-    ``log f(x)``, finite and accurate for every finite ``x`` (never the log of a score that
-    already overflowed or underflowed).
+    ``log_score(x, *hyperparameters)`` is ``log f(x)`` elementwise, accurate for every finite
+    ``x`` (never the log of a score that already overflowed or underflowed).
+    ``score(x, *hyperparameters)`` is ``f(x) > 0`` itself, cheaper than ``exp(log f)``; it may
+    overflow to +inf for huge ``|x|``, and at ``x = -inf`` it is 0 or +inf. A member whose
+    ``f`` is ``exp`` of its log-score gains nothing from the direct way and gives no score
+    (softmax); its ``log f(-inf)`` must then be -inf.
     """
 
-    score: Callable[..., jax.Array]
     log_score: Callable[..., jax.Array]
+    score: Optional[Callable[..., jax.Array]] = None
 
 
 # --- The members. ----------------------------------------------------------------------------
 
-SOFTMAX = Member(score=jnp.exp, log_score=lambda x: x)
+SOFTMAX = Member(log_score=lambda x: x)  # f = exp(x): the log-space way is softmax's own
 
 
 def _taylor_score(x: jax.Array, order: int) -> jax.Array:
     """``T_n(x) = sum_{j=0..n} x^j / j!`` by Horner's rule: ``((x/n + 1) x/(n-1) + 1) ... x + 1``."""
-    total = jnp.ones_like(x)
-    for j in range(order, 0, -1):
-        total = total * (x * (1 / j)) + 1
+    total = x * (1 / order) + 1
+    for j in range(order - 1, 0, -1):
+        total = total * x * (1 / j) + 1
     return total
 
 
@@ -95,8 +98,8 @@ def taylor(order: int) -> Member:
     """Taylor softmax, ``f = T_n(x) = sum_{j=0..n} x^j / j!`` for even ``n >= 2`` (``T_n > 0``)."""
     order = _validation.taylor_order(order)
     return Member(
-        score=functools.partial(_taylor_score, order=order),
         log_score=functools.partial(_log_taylor_score, order=order),
+        score=functools.partial(_taylor_score, order=order),
     )
 
 
@@ -113,7 +116,7 @@ def _log_spherical_score(x: jax.Array, epsilon: jax.Array) -> jax.Array:
     return 2 * jnp.log(m) + jnp.log(y * y + epsilon / (m * m))
 
 
-SPHERICAL = Member(score=_spherical_score, log_score=_log_spherical_score)
+SPHERICAL = Member(log_score=_log_spherical_score, score=_spherical_score)
 
 
 # --- The shared path. ------------------------------------------------------------------------
@@ -141,23 +144,9 @@ def _sum(values: jax.Array, axes: tuple[int, ...]) -> jax.Array:
     return jnp.sum(values, axes, keepdims=True)
 
 
-def _sum_of_scores(member, x, where, params, axes):
-    """``S = sum_j f(x_j)`` over the classes with ``where=True``, kept as size 1 on ``axes``."""
-    return _sum(_masked(member.score(x, *params), where), axes)
-
-
-def _choose(total: jax.Array, direct: Callable, log_space: Callable, *operands):
-    """``direct(*operands)`` if ``1 <= S < inf`` in every slice, else ``log_space(*operands)``.
-
-    The one data-dependent branch: a scalar predicate, formed from the sums alone.
-    """
-    usable = jnp.all((total >= 1) & (total < jnp.inf))
-    return lax.cond(usable, direct, log_space, *operands)
-
-
 class _LogSpace(NamedTuple):
     """``log f(x_i) - m`` (-inf where excluded) and ``log(Z / e^m)``, for ``m = max_j log f(x_j)``:
-    ``log p_i`` is their difference, formed without rounding ``log Z``, and ``log Z = m + ...``."""
+    ``log p_i`` is their difference, formed without rounding ``log Z``."""
 
     shifted_log_scores: jax.Array
     log_scaled_total: jax.Array
@@ -175,12 +164,13 @@ class _LogSpace(NamedTuple):
 def _log_space(member, x, where, params, axes) -> _LogSpace:
     """The log-space way, exact for any finite logits.
 
-    ``log f`` is evaluated at 0 where excluded and set to -inf there; ``m``, gradient-free,
-    is 0 for a fully excluded slice (whose ``log Z`` is then 0) and NaN or +inf for a slice
-    with a NaN or +inf (whose sum is then NaN).
+    ``log f`` is -inf where excluded: by ``where`` and, for a member with a score, at -inf
+    (a member without one has ``log f(-inf) = -inf`` itself), and evaluated at 0 there. ``m``,
+    gradient-free, is 0 for a fully excluded slice (whose ``log Z`` is then 0) and NaN or +inf
+    for a slice with a NaN or +inf (whose sum is then NaN).
     """
-    keep = included(x, where)
-    log_f = jnp.where(keep, member.log_score(jnp.where(keep, x, 0), *params), -jnp.inf)
+    keep = where if member.score is None else included(x, where)
+    log_f = _masked(member.log_score(_masked(x, keep), *params), keep, -jnp.inf)
     top = lax.stop_gradient(jnp.max(log_f, axes, keepdims=True))
     top = jnp.where(top == -jnp.inf, 0, top)
     shifted = log_f - top
@@ -188,32 +178,43 @@ def _log_space(member, x, where, params, axes) -> _LogSpace:
     return _LogSpace(shifted, jnp.where(total == 0, 0, jnp.log(total)), top)
 
 
-def _safe(x, where):
-    """The logits with 0 where ``where=False`` (where derivatives are taken)."""
-    return _masked(x, where)
+def _choose(member, axes, direct: Callable, log_space: Callable, x, where, params, *tangents):
+    """The direct way's value if the member has a score and ``1 <= S <= max float`` in every
+    slice, else the log-space way's.
+
+    ``direct(total, x, where, params, *tangents)`` gets ``S``, formed outside the branch; the
+    predicate is one reduction of ``min(S - 1, max float - S)`` over the slices (NaN, and so
+    false, when a sum is NaN). Each way runs only inside its branch, so that reverse mode
+    transposes only the way taken (the direct way's derivatives at an overflowing or -inf
+    logit are inf or NaN). This is the family's one data-dependent branch.
+    """
+    operands = (x, where, params, *tangents)
+    if member.score is None:
+        return log_space(*operands)
+    total = _sum(_masked(member.score(x, *params), where), axes)
+    margin = jnp.min(jnp.minimum(total - 1, jnp.finfo(total.dtype).max - total))
+    return lax.cond(margin >= 0, direct, lambda _, *ops: log_space(*ops), total, *operands)
 
 
 def _score_jvp(member, x, where, params, dx, dparams):
-    """``(f(x), df)`` at the safe logits, both 0 where ``where=False``."""
-    f, df = jax.jvp(lambda x, p: member.score(x, *p), (_safe(x, where), params), (dx, dparams))
+    """``(f(x), df)`` at the logits with 0 where ``where=False``, both 0 there."""
+    f, df = jax.jvp(lambda x, p: member.score(x, *p), (_masked(x, where), params), (dx, dparams))
     return _masked(f, where), _masked(df, where)
 
 
 def _log_score_jvp(member, x, where, params, dx, dparams):
-    """``(log f(x), d log f)`` at the safe logits, -inf and 0 where excluded."""
+    """``d log f`` at the logits with 0 where excluded, 0 there."""
     keep = included(x, where)
-    log_f, dlog_f = jax.jvp(
-        lambda x, p: member.log_score(x, *p), (jnp.where(keep, x, 0), params), (dx, dparams)
-    )
-    return jnp.where(keep, log_f, -jnp.inf), jnp.where(keep, dlog_f, 0)
+    dlog_f = jax.jvp(lambda x, p: member.log_score(x, *p), (_masked(x, keep), params),
+                     (dx, dparams))[1]
+    return _masked(dlog_f, keep)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
 def _log_partition(member: Member, axes, x, where, params) -> jax.Array:
-    total = _sum_of_scores(member, x, where, params, axes)
     return _choose(
-        total,
-        lambda x, where, params: jnp.log(total),
+        member, axes,
+        lambda total, *_: jnp.log(total),
         lambda x, where, params: _log_space(member, x, where, params, axes).log_partition,
         x, where, params,
     )
@@ -223,31 +224,26 @@ def _log_partition(member: Member, axes, x, where, params) -> jax.Array:
 def _log_partition_jvp(member, axes, primals, tangents):
     """``d log Z = sum_i df_i / Z``: ``sum df / S`` directly, ``sum p_i d log f_i`` in log space."""
     (x, where, params), (dx, _, dparams) = primals, tangents
-    total = _sum_of_scores(member, x, where, params, axes)
 
-    def direct(x, where, params, dx, dparams):
-        _, df = _score_jvp(member, x, where, params, dx, dparams)
+    def direct(total, x, where, params, dx, dparams):
+        df = _score_jvp(member, x, where, params, dx, dparams)[1]
         return jnp.log(total), _sum(df, axes) / total
 
     def log_space(x, where, params, dx, dparams):
         logs = _log_space(member, x, where, params, axes)
-        _, dlog_f = _log_score_jvp(member, x, where, params, dx, dparams)
+        dlog_f = _log_score_jvp(member, x, where, params, dx, dparams)
         return logs.log_partition, _sum(jnp.exp(logs.log_probabilities) * dlog_f, axes)
 
-    return _choose(total, direct, log_space, x, where, params, dx, dparams)
+    return _choose(member, axes, direct, log_space, x, where, params, dx, dparams)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
 def _probabilities(member: Member, axes, x, where, params) -> jax.Array:
-    total = _sum_of_scores(member, x, where, params, axes)
-
-    def log_space(x, where, params):
-        return jnp.exp(_log_space(member, x, where, params, axes).log_probabilities)
-
     return _choose(
-        total,
-        lambda x, where, params: _masked(member.score(x, *params), where) * (1 / total),
-        log_space,
+        member, axes,
+        lambda total, x, where, params: _masked(member.score(x, *params), where) * (1 / total),
+        lambda x, where, params: jnp.exp(
+            _log_space(member, x, where, params, axes).log_probabilities),
         x, where, params,
     )
 
@@ -256,53 +252,48 @@ def _probabilities(member: Member, axes, x, where, params) -> jax.Array:
 def _probabilities_jvp(member, axes, primals, tangents):
     """``dp_i = df_i / Z - p_i sum_j df_j / Z``, with ``df_i / Z = p_i d log f_i`` in log space."""
     (x, where, params), (dx, _, dparams) = primals, tangents
-    total = _sum_of_scores(member, x, where, params, axes)
 
-    def direct(x, where, params, dx, dparams):
+    def direct(total, x, where, params, dx, dparams):
         f, df = _score_jvp(member, x, where, params, dx, dparams)
         inverse = 1 / total
         return f * inverse, df * inverse
 
     def log_space(x, where, params, dx, dparams):
         probs = jnp.exp(_log_space(member, x, where, params, axes).log_probabilities)
-        _, dlog_f = _log_score_jvp(member, x, where, params, dx, dparams)
-        return probs, probs * dlog_f
+        return probs, probs * _log_score_jvp(member, x, where, params, dx, dparams)
 
-    probs, dscores = _choose(total, direct, log_space, x, where, params, dx, dparams)
+    probs, dscores = _choose(member, axes, direct, log_space, x, where, params, dx, dparams)
     return probs, dscores - probs * _sum(dscores, axes)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
 def _log_probabilities(member: Member, axes, x, where, params) -> jax.Array:
-    total = _sum_of_scores(member, x, where, params, axes)
-
-    def direct(x, where, params):
-        return _masked(member.log_score(x, *params), where, -jnp.inf) - jnp.log(total)
-
-    def log_space(x, where, params):
-        return _log_space(member, x, where, params, axes).log_probabilities
-
-    return _choose(total, direct, log_space, x, where, params)
+    return _choose(
+        member, axes,
+        lambda total, x, where, params: (
+            _masked(member.log_score(x, *params), where, -jnp.inf) - jnp.log(total)),
+        lambda x, where, params: _log_space(member, x, where, params, axes).log_probabilities,
+        x, where, params,
+    )
 
 
 @_log_probabilities.defjvp
 def _log_probabilities_jvp(member, axes, primals, tangents):
     """``d log p_i = d log f_i - d log Z``, 0 where excluded."""
     (x, where, params), (dx, _, dparams) = primals, tangents
-    total = _sum_of_scores(member, x, where, params, axes)
+    dlog_f = _log_score_jvp(member, x, where, params, dx, dparams)
 
-    def direct(x, where, params, dx, dparams):
-        _, df = _score_jvp(member, x, where, params, dx, dparams)
-        log_f, dlog_f = _log_score_jvp(member, x, where, params, dx, dparams)
-        log_total = jnp.log(total)
-        return log_f - log_total, dlog_f - _sum(df, axes) / total
+    def direct(total, x, where, params, dx, dparams):
+        df = _score_jvp(member, x, where, params, dx, dparams)[1]
+        log_probs = _masked(member.log_score(x, *params), where, -jnp.inf) - jnp.log(total)
+        return log_probs, _sum(df, axes) / total
 
     def log_space(x, where, params, dx, dparams):
         log_probs = _log_space(member, x, where, params, axes).log_probabilities
-        _, dlog_f = _log_score_jvp(member, x, where, params, dx, dparams)
-        return log_probs, dlog_f - _sum(jnp.exp(log_probs) * dlog_f, axes)
+        return log_probs, _sum(jnp.exp(log_probs) * dlog_f, axes)
 
-    return _choose(total, direct, log_space, x, where, params, dx, dparams)
+    log_probs, dlog_z = _choose(member, axes, direct, log_space, x, where, params, dx, dparams)
+    return log_probs, dlog_f - dlog_z
 
 
 def log_partition(

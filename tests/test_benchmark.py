@@ -1,5 +1,7 @@
 """The benchmark command, run tiny: a table with every function, its ratio and quartiles."""
 
+import jax
+
 from experiments import __main__ as cli
 from experiments.benchmark_normalizers import SECTIONS
 
@@ -19,3 +21,31 @@ def test_benchmark_writes_a_row_for_every_function_and_section(tmp_path):
                 median, quartiles = row.split("|")[2].split("[")
                 low, high = (float(q) for q in quartiles.split("]")[0].split(","))
                 assert 0 < low <= float(median) <= high
+
+
+def test_step_benchmark_writes_a_row_for_every_loss_and_class_count(tmp_path):
+    import argparse
+
+    from experiments import benchmark_step
+
+    parser = argparse.ArgumentParser()
+    benchmark_step.add_arguments(parser)
+    output = tmp_path / "step.md"
+    args = parser.parse_args(["--classes", "3,5", "--batch", "4", "--inputs", "6", "--hidden", "8",
+                              "--triples", "3", "--min-time", "0", "--output", str(output)])
+    args.command_line = "python -m experiments benchmark step --classes 3,5"
+    with jax.numpy_dtype_promotion("standard"):  # optax.adam mixes int32 counts and floats
+        benchmark_step.run(args)
+    table = output.read_text()
+    assert "python -m experiments benchmark step --classes 3,5" in table
+    for losses in (benchmark_step.INTEGER_LABEL_LOSSES, benchmark_step.PROBABILITY_LABEL_LOSSES):
+        for name in losses:
+            rows = [line for line in table.splitlines() if line.startswith(f"| {name} |")]
+            assert len(rows) == 1
+            cells = rows[0].split("|")[2:-1]
+            assert len(cells) == 2  # one per class count
+            for cell in cells:
+                median, rest = cell.split("[")
+                low, high = (float(q) for q in rest.split("]")[0].split(","))
+                assert 0 < low <= float(median) <= high
+                assert "share" in cell and "%" in cell
