@@ -140,10 +140,11 @@ class Program:
         self.class_buckets = jnp.asarray(metrics.class_buckets(train.labels, data.num_classes))
         self.optimizer = optimizer(config, self.steps_per_epoch)
         self.init = jax.jit(self._init, out_shardings=self.replicated)
-        self.epoch_order = jax.jit(self._epoch_order)
+        # Every output replicated, so that each process of a multi-process run can read it.
+        self.epoch_order = jax.jit(self._epoch_order, out_shardings=self.replicated)
         self.train_steps = jax.jit(self._train_steps, donate_argnums=0,
                                    out_shardings=self.replicated)
-        self.evaluate_chunks = jax.jit(self._evaluate_chunks)
+        self.evaluate_chunks = jax.jit(self._evaluate_chunks, out_shardings=self.replicated)
         self._chunks: dict[int, tuple] = {}  # id(split): (split, its chunks on the devices)
 
     def _shard_batch(self, array: jax.Array) -> jax.Array:
