@@ -226,11 +226,10 @@ def to_json(config: Config) -> dict:
 
 def from_json(saved: dict) -> Config:
     """The config saved by ``to_json`` (fields it does not know are an error)."""
-    kinds = typing.get_type_hints(Config)
-    return Config(**{name: _from_plain(kinds[name], value) for name, value in saved.items()})
+    return Config(**{name: _from_plain(value) for name, value in saved.items()})
 
 
-def _from_plain(kind, value):
+def _from_plain(value):
     if isinstance(value, list):
         return tuple(value)
     if isinstance(value, dict):

@@ -158,8 +158,10 @@ class Column:
     metric: bool = False
 
 
-def _test(cell: Callable[[Row], str], baseline: Optional[Callable[[dict], str]] = None) -> Column:
-    return lambda header: Column(header, lambda row, config: cell(row), baseline, metric=True)
+def _test(header: str, cell: Callable[[Row], str],
+          baseline: Optional[Callable[[dict], str]] = None) -> Column:
+    """A test-metric column."""
+    return Column(header, lambda row, config: cell(row), baseline, metric=True)
 
 
 def _hyperparameters(row: Row, config: dict) -> str:
@@ -182,25 +184,25 @@ COMMON_START = [
 ]
 CLASSIFIER_COLUMNS = [
     *COMMON_START,
-    _test(lambda r: _cell(r.test, "error", 100, 2), lambda b: f"{100 * b['error']:.2f}")("test error (%)"),
-    _test(lambda r: _cell(r.test, "nll"), lambda b: f"{b['nll']:.3f}")("test NLL"),
-    _test(lambda r: _cell(r.test, "ece", 100, 2))("test ECE (%)"),
-    _test(lambda r: _cell(r.test, "brier"), lambda b: f"{b['brier']:.3f}")("test Brier"),
-    _test(lambda r: _cell(r.scaled, "nll"))("T-scaled NLL"),
-    _test(lambda r: _cell(r.scaled, "ece", 100, 2))("T-scaled ECE (%)"),
-    _test(lambda r: _cell(r.scaled, "temperature", digits=2))("temperature"),
+    _test("test error (%)", lambda r: _cell(r.test, "error", 100, 2), lambda b: f"{100 * b['error']:.2f}"),
+    _test("test NLL", lambda r: _cell(r.test, "nll"), lambda b: f"{b['nll']:.3f}"),
+    _test("test ECE (%)", lambda r: _cell(r.test, "ece", 100, 2)),
+    _test("test Brier", lambda r: _cell(r.test, "brier"), lambda b: f"{b['brier']:.3f}"),
+    _test("T-scaled NLL", lambda r: _cell(r.scaled, "nll")),
+    _test("T-scaled ECE (%)", lambda r: _cell(r.scaled, "ece", 100, 2)),
+    _test("temperature", lambda r: _cell(r.scaled, "temperature", digits=2)),
     Column("epochs", lambda row, config: epochs_text(row.models, config["max_epochs"])),
     Column("train examples/s per model", lambda row, config: f"{throughput(row.models):,.0f}"),
 ]
 LANGUAGE_MODEL_COLUMNS = [
     *COMMON_START,
-    _test(lambda r: _cell(r.test, "nll", digits=1, transform=np.exp),
-          lambda b: f"{np.exp(b['nll']):.1f}")("test perplexity"),
-    _test(lambda r: _cell(r.scaled, "nll", digits=1, transform=np.exp))("T-scaled perplexity"),
-    _test(lambda r: _cell(r.test, "error", 100, 2, lambda e: 1 - e),
-          lambda b: f"{100 * (1 - b['error']):.2f}")("top-1 accuracy (%)"),
-    _test(lambda r: _cell(r.test, "top10_accuracy", 100, 2),
-          lambda b: f"{100 * b['top10_accuracy']:.2f}")("top-10 accuracy (%)"),
+    _test("test perplexity", lambda r: _cell(r.test, "nll", digits=1, transform=np.exp),
+          lambda b: f"{np.exp(b['nll']):.1f}"),
+    _test("T-scaled perplexity", lambda r: _cell(r.scaled, "nll", digits=1, transform=np.exp)),
+    _test("top-1 accuracy (%)", lambda r: _cell(r.test, "error", 100, 2, lambda e: 1 - e),
+          lambda b: f"{100 * (1 - b['error']):.2f}"),
+    _test("top-10 accuracy (%)", lambda r: _cell(r.test, "top10_accuracy", 100, 2),
+          lambda b: f"{100 * b['top10_accuracy']:.2f}"),
     Column("epochs", lambda row, config: epochs_text(row.models, config["max_epochs"])),
     Column("train tokens/s per model", lambda row, config: f"{throughput(row.models):,.0f}"),
     Column("train s/epoch per model", lambda row, config: f"{seconds_per_epoch(row.models):.1f}"),
