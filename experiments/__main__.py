@@ -130,7 +130,7 @@ def main(argv=None) -> int:
         if args.distributed:
             _distributed(args)
         print(_run(args, experiment))
-    except (ConfigError, DataError, RunError, FileNotFoundError) as error:
+    except (ConfigError, DataError, RunError, OSError) as error:  # a file or path that fails
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

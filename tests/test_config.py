@@ -125,3 +125,11 @@ def test_a_config_round_trips_through_its_json():
 
     config = digits(search={"dropout": (0.0, 0.5)}, search_bounds={"epsilon": (1e-6, 1e3)})
     assert from_json(to_json(config)) == config
+
+
+def test_an_output_path_that_cannot_be_a_directory_is_a_message(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    assert cli.main(["run", "digits-mlp", "--output", str(blocker / "out"),
+                     "--config.losses=log-softmax", "--config.max_epochs=1"]) == 2
+    assert str(blocker) in capsys.readouterr().err
