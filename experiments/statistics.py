@@ -15,6 +15,11 @@ per-seed difference ``d_s = metric(A, s) - metric(B, s)``:
 
 Over test examples, for one seed's pair of models: the exact McNemar test on the examples
 that exactly one of the two classifies correctly (``mcnemar``).
+
+Where a difference is not resolved: two one-sided t tests of equivalence within a stated
+margin (``equivalence``), so that "not resolved" reads "equivalent" or "inconclusive"; and
+for the error, an interval that also covers the sampling of the test set, a bootstrap over
+seeds and test examples (``bootstrap_error_difference``).
 """
 
 from __future__ import annotations
@@ -100,3 +105,46 @@ def mcnemar(correct_a, correct_b) -> McNemar:
     only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
     p = 1.0 if only_a + only_b == 0 else stats.binomtest(only_a, only_a + only_b).pvalue
     return McNemar(only_a, only_b, float(p))
+
+
+class Equivalence(NamedTuple):
+    margin: float
+    low: float  # the t 90 % interval: inside (-margin, margin) exactly when equivalent
+    high: float
+    p: float  # the larger of the two one-sided p-values
+    equivalent: bool
+
+
+def equivalence(differences, margin: float) -> Equivalence:
+    """Two one-sided t tests (TOST) at level 0.05 of "the mean difference lies outside
+    ``(-margin, margin)``": both ``mean + margin > 0`` and ``mean - margin < 0`` are tested
+    one-sidedly; equivalence is claimed when both reject, that is, when the t 90 % interval
+    lies inside the margin."""
+    d = np.asarray(differences, np.float64)
+    n, mean, sd = d.size, d.mean(), d.std(ddof=1)
+    error = sd / np.sqrt(n)
+    if not error > 0:
+        inside = abs(mean) < margin
+        return Equivalence(margin, mean, mean, 0.0 if inside else 1.0, bool(inside))
+    p = max(stats.t.sf((mean + margin) / error, n - 1), stats.t.cdf((mean - margin) / error, n - 1))
+    half = stats.t.ppf(1 - LEVEL, n - 1) * error
+    return Equivalence(margin, float(mean - half), float(mean + half), float(p), bool(p < LEVEL))
+
+
+def bootstrap_error_difference(correct_a, correct_b, replicates: int = 4000,
+                               seed: int = 0) -> tuple[float, float]:
+    """A 95 % percentile interval of ``error(A) - error(B)`` that covers both the seeds and the
+    test set's sampling: each replicate draws the seeds with replacement and, within each
+    drawn seed, the test examples with replacement (the same examples for both models).
+    ``correct_a``, ``correct_b``: (seeds, examples) booleans. Drawing examples is drawn as the
+    multinomial counts of the per-example differences -1, 0 and +1, which is the same law."""
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    seeds, examples = a.shape
+    # per seed, the shares of examples where only B is right (+1 to A's error), only A (-1)
+    shares = np.stack([np.mean(~a & b, 1), np.mean(a & ~b, 1)], 1)
+    shares = np.concatenate([shares, np.clip(1 - shares.sum(1, keepdims=True), 0, None)], 1)
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, seeds, (replicates, seeds))
+    counts = np.stack([rng.multinomial(examples, shares[s]) for s in drawn.ravel()])
+    differences = (counts[:, 0] - counts[:, 1]).reshape(replicates, seeds) / examples
+    return tuple(float(q) for q in np.quantile(differences.mean(1), [0.025, 0.975]))

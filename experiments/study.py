@@ -77,7 +77,7 @@ def collect(output: Path) -> tuple[dict, list[int], dict[str, dict[int, dict]]]:
     sizes, and ``runs[loss][D]`` = the test metrics by seed."""
     study = json.loads((output / "study.json").read_text())
     sizes, runs = [], {}  # sizes in the order of the study, increasing
-    study["bayes_error"] = {}
+    study["bayes_error"], study["flags"] = {}, {}
     for name in study["comparisons"]:
         if not (output / name / "config.json").exists():
             continue
@@ -86,9 +86,29 @@ def collect(output: Path) -> tuple[dict, list[int], dict[str, dict[int, dict]]]:
         sizes.append(size)
         if "bayes_error" in comparison:
             study["bayes_error"][size] = comparison["bayes_error"]
-        for loss, row in tables.rows(comparison, records.read(output / name)).items():
+        found = tables.rows(comparison, records.read(output / name))
+        for loss, row in found.items():
             runs.setdefault(loss, {})[size] = {m["seed"]: m for m in row.test}
+        study["flags"][size] = flag(found, comparison["config"]["max_epochs"])
     return study, sizes, runs
+
+
+def flag(found: dict, max_epochs: int) -> str:
+    """Why the comparison of log-Taylor with log-softmax at one size cannot be read, or "": a
+    final model of either that ran to ``max_epochs`` (not stopped early), or a chosen value of
+    either that the tuning's bounds stopped at."""
+    reasons = []
+    for loss in (BASELINE, CHALLENGER):
+        if loss not in found:
+            continue
+        capped = sum(m["stop_epoch"] == max_epochs for m in found[loss].models)
+        if capped:
+            reasons.append(f"{capped} of {len(found[loss].models)} {loss} models ran to the "
+                           f"{max_epochs}-epoch cap")
+        bound = [name for name, text in found[loss].text.items() if "bound" in text]
+        if bound:
+            reasons.append(f"{loss}'s {', '.join(bound)} stopped at its bound")
+    return "; ".join(reasons)
 
 
 def render(study: dict, sizes: list[int], runs: dict) -> str:
@@ -120,7 +140,7 @@ def render(study: dict, sizes: list[int], runs: dict) -> str:
         if found is None:
             lines.append(f"- {title}: fewer than two sizes with both losses finished.")
             continue
-        paired_sizes, results = found
+        paired_sizes, results, equivalences = found
         by_size = "; ".join(
             f"D = {d:,}: {r.mean:+.3f} [{r.low:+.3f}, {r.high:+.3f}], "
             + {1: f"{BASELINE} lower", -1: f"{CHALLENGER} lower", 0: "not resolved"}[direction(r)]
@@ -138,12 +158,23 @@ def render(study: dict, sizes: list[int], runs: dict) -> str:
             + (f"{BASELINE} is resolved lower at every D from D = {ahead:,} on." if ahead is not None
                else f"There is no D from which {BASELINE} is resolved lower at every larger D.")
         )
+        unresolved = [(d, e) for d, r, e in zip(paired_sizes, results, equivalences) if not r.resolved]
+        if unresolved:
+            lines.append(
+                f"  Equivalence within +-{tables.MARGINS[key]:g} (two one-sided t tests) where not "
+                "resolved: " + "; ".join(
+                    f"D = {d:,}: [{e.low:+.3f}, {e.high:+.3f}] (t 90 %), "
+                    + ("equivalent" if e.equivalent else "inconclusive") for d, e in unresolved) + ".")
+    flagged = {d: reason for d, reason in study["flags"].items() if reason}
+    lines += [""] + [f"**Flagged, D = {d:,}**: {reason}; its verdicts above are not evidence "
+                     "either way." for d, reason in sorted(flagged.items())]
     return "\n".join(lines) + "\n"
 
 
 def crossovers(sizes: list[int], runs: dict) -> list:
     """Per metric of METRICS: None, or (sizes with both losses and at least 2 paired seeds,
-    the paired analysis of the seeds' differences at each)."""
+    the paired analysis of the seeds' differences at each, their equivalence test within
+    ``tables.MARGINS``)."""
     found = []
     paired_sizes = [d for d in sizes if d in runs.get(BASELINE, {}) and d in runs.get(CHALLENGER, {})]
     for key, _, scale in METRICS:
@@ -156,7 +187,8 @@ def crossovers(sizes: list[int], runs: dict) -> list:
             per_size.append([(a[s][key] - b[s][key]) * scale for s in sorted(set(a) & set(b))])
         kept = [(d, x) for d, x in zip(paired_sizes, per_size) if len(x) >= 2]
         found.append(None if len(kept) < 2 else
-                     ([d for d, _ in kept], [statistics.paired(x) for _, x in kept]))
+                     ([d for d, _ in kept], [statistics.paired(x) for _, x in kept],
+                      [statistics.equivalence(x, tables.MARGINS[key]) for _, x in kept]))
     return found
 
 
@@ -170,8 +202,8 @@ def plot(sizes: list[int], runs: dict, path: Path, title: str) -> None:
             values = [np.array([m[key] for m in by_size[d].values()]) * scale for d in xs]
             axes.errorbar(xs, [v.mean() for v in values], [v.std(ddof=1) if v.size > 1 else 0 for v in values],
                           marker="o", capsize=3, label=loss, color=plots.colour(loss))
-        if found is not None and ahead_from(*found) is not None:
-            axes.axvline(ahead_from(*found), color="black", linestyle="--",
+        if found is not None and ahead_from(*found[:2]) is not None:
+            axes.axvline(ahead_from(*found[:2]), color="black", linestyle="--",
                          label=f"{BASELINE} resolved lower from here on")
         axes.set(xscale="log", xlabel="number of classes D", ylabel=label)
         plots.plain_log_axis(axes, "x")

@@ -24,6 +24,10 @@ OPTIMIZER_NAMES = {"adam": "Adam", "sgd": "plain SGD"}
 OWN_PROBABILITY_METRICS = ("nll", "ece", "brier", "bins", "bucket_nll")
 BUCKET_EDGES = (10, 100, 1000, 10_000)  # as experiments.metrics
 PAIRED = (("log-taylor-2", "log-softmax"), ("log-spherical", "log-softmax"))
+# The margins of the equivalence tests. Error: 0.45 points, the gap that de Brebisson &
+# Vincent report between log-softmax and log-Taylor on CIFAR-10, the smallest difference
+# their 10-class claim rests on. NLL: 0.01 nats, a 1 % change in perplexity.
+MARGINS = {"error": 0.45, "nll": 0.01}
 TEMPERATURE_NOTE = (
     "T-scaled: the logits divided by the temperature that minimises each model's validation NLL "
     "(Guo et al. 2017), then the same normalizer. The Z-loss ignores the logits' scale, so its "
@@ -291,80 +295,107 @@ def tuning_text(comparison: dict, found: dict[str, Row]) -> str:
             f"choose. Tuning models trained per loss: {budget or '-'}.")
 
 
+def _correct(found: dict[str, Row], name: str) -> dict[int, np.ndarray]:
+    return {m["seed"]: records.unpack_correct(m["correct"], m["examples"])
+            for m in found[name].test if "correct" in m}
+
+
 def per_example_difference(found: dict[str, Row], loss: str, baseline: str) -> list[str]:
     """Per seed, the exact McNemar test of ``loss`` against ``baseline`` on the test examples,
-    summed up over seeds, as a line; no line without per-example records."""
-    correct = {name: {m["seed"]: records.unpack_correct(m["correct"], m["examples"])
-                      for m in found[name].test if "correct" in m} for name in (loss, baseline)}
+    summed up over seeds, as a line, and the bootstrap interval of the error difference over
+    seeds and test examples; no lines without per-example records."""
+    correct = {name: _correct(found, name) for name in (loss, baseline)}
     seeds = sorted(set(correct[loss]) & set(correct[baseline]))
     if not seeds:
         return []
     tests = [statistics.mcnemar(correct[loss][s], correct[baseline][s]) for s in seeds]
     favour = {name: sum(t.p < statistics.LEVEL and (t.only_a > t.only_b) == (name == loss)
                         for t in tests) for name in (loss, baseline)}
+    low, high = statistics.bootstrap_error_difference(
+        [correct[loss][s] for s in seeds], [correct[baseline][s] for s in seeds])
     return [
         f"  Per test example, exact McNemar per seed: {loss} alone right on "
         f"{np.mean([t.only_a for t in tests]):.1f} examples and {baseline} alone on "
         f"{np.mean([t.only_b for t in tests]):.1f} (means over {len(seeds)} seeds of "
         f"{len(correct[loss][seeds[0]]):,} examples); p < {statistics.LEVEL} in favour of {loss} "
-        f"in {favour[loss]} seeds, of {baseline} in {favour[baseline]}."
+        f"in {favour[loss]} seeds, of {baseline} in {favour[baseline]}.",
+        f"  Bootstrap over seeds and test examples (4,000 replicates), 95 % interval of the "
+        f"test error difference: [{100 * low:+.2f}, {100 * high:+.2f}] points.",
     ]
 
 
 def paired_difference(found: dict[str, Row], loss: str, baseline: str, key: str = "error",
                       what: str = "test error", scale: float = 100.0, unit: str = " points",
-                      scaled: bool = False, digits: int = 2) -> str:
+                      scaled: bool = False, digits: int = 2) -> list[str]:
     """Test metric ``key`` (times ``scale``) of ``loss`` minus ``baseline``'s, paired by seed
     (same init and data order), analysed by ``experiments.statistics.paired``; ``scaled``:
-    after temperature scaling."""
+    after temperature scaling. A difference not resolved gets a second line: its equivalence
+    test within ``MARGINS[key]``."""
     values = {name: {m["seed"]: m[key] * scale
                      for m in (found[name].scaled if scaled else found[name].test)}
               for name in (loss, baseline)}
     seeds = sorted(set(values[loss]) & set(values[baseline]))
     if len(seeds) < 2:
-        return f"- {loss} vs {baseline}: fewer than 2 paired seeds."
-    result = statistics.paired([values[loss][s] - values[baseline][s] for s in seeds])
+        return [f"- {loss} vs {baseline}: fewer than 2 paired seeds."]
+    differences = [values[loss][s] - values[baseline][s] for s in seeds]
+    result = statistics.paired(differences)
     lower = loss if result.mean < 0 else baseline
     verdict = (f"{lower} lower" if result.resolved else
                f"not resolved (smallest detectable difference {result.detectable:.{digits}f}{unit})")
-    return (
+    lines = [
         f"- {loss} minus {baseline}, {what}: {result.mean:+.{digits}f}{unit} over {result.seeds} paired "
         f"seeds, t 95 % interval [{result.low:+.{digits}f}, {result.high:+.{digits}f}], exact sign-flip "
         f"p = {result.sign_flip_p:.3f}, detectable with 80 % power: {result.detectable:.{digits}f}{unit}: "
         f"**{verdict}**."
-    )
+    ]
+    if not result.resolved:
+        same = statistics.equivalence(differences, MARGINS[key])
+        lines.append(
+            f"  Equivalence within +-{same.margin:g}{unit} (two one-sided t tests, t 90 % interval "
+            f"[{same.low:+.{digits}f}, {same.high:+.{digits}f}], p = {same.p:.3f}): "
+            f"**{'equivalent' if same.equivalent else 'inconclusive'}**.")
+    return lines
 
 
 def nll_differences(found: dict[str, Row], loss: str, baseline: str) -> list[str]:
     """``paired_difference`` lines of the test NLL, and of the T-scaled test NLL where both
     losses have it, in nats to 4 decimals."""
-    lines = [paired_difference(found, loss, baseline, "nll", "test NLL", 1.0, " nats", digits=4)]
+    lines = paired_difference(found, loss, baseline, "nll", "test NLL", 1.0, " nats", digits=4)
     if found[loss].scaled and found[baseline].scaled:
-        lines.append(paired_difference(found, loss, baseline, "nll", "T-scaled test NLL", 1.0,
-                                       " nats", scaled=True, digits=4))
+        lines += paired_difference(found, loss, baseline, "nll", "T-scaled test NLL", 1.0,
+                                   " nats", scaled=True, digits=4)
     return lines
 
 
 def paired_comparisons(comparison: dict, found: dict[str, Row]) -> list[str]:
     """log-Taylor-2 and log-spherical against log-softmax, paired by seed (and, for a
-    classifier, per test example), then every other loss against log-softmax."""
+    classifier, per test example), then every other loss against log-softmax; and how many
+    comparisons the section makes."""
     compared = [(a, b) for a, b in PAIRED if a in found and b in found]
-    lines = ["## Paired comparisons", ""]
+    lines = []
     if is_language_model(comparison["config"]):
-        lines += ["Paired by seed, on the test NLL per token (the log of the perplexity):", ""]
+        intro = "Paired by seed, on the test NLL per token (the log of the perplexity):"
         for a, b in compared:
             lines += nll_differences(found, a, b)
-        return lines
-    lines += ["Paired by seed:", ""]
-    for a, b in compared:
-        lines += [paired_difference(found, a, b), *per_example_difference(found, a, b),
-                  *nll_differences(found, a, b)]
-    baseline = PAIRED[0][1]
-    others = [loss for loss in found if loss != baseline and loss not in dict(PAIRED)]
-    if baseline in found and others:
-        lines += ["", f"The other losses against {baseline}, paired by seed:", ""]
-        lines += [paired_difference(found, loss, baseline) for loss in others]
-    return lines
+    else:
+        intro = "Paired by seed:"
+        for a, b in compared:
+            lines += [*paired_difference(found, a, b), *per_example_difference(found, a, b),
+                      *nll_differences(found, a, b)]
+        baseline = PAIRED[0][1]
+        others = [loss for loss in found if loss != baseline and loss not in dict(PAIRED)]
+        if baseline in found and others:
+            lines += ["", f"The other losses against {baseline}, paired by seed:", ""]
+            lines += [line for loss in others for line in paired_difference(found, loss, baseline)]
+    count = sum(line.startswith("- ") and "paired seeds" in line for line in lines)
+    return ["## Paired comparisons", "", intro, "", *lines, "",
+            f"{count} paired comparisons, each at level {statistics.LEVEL} without a correction "
+            f"for multiplicity: where no difference exists, about {count * statistics.LEVEL:.1f} "
+            "of them would be resolved by chance. Equivalence margins: "
+            f"+-{MARGINS['error']:g} points of test error (the gap de Brebisson & Vincent report "
+            f"between log-softmax and log-Taylor on CIFAR-10), +-{MARGINS['nll']:g} nats of NLL "
+            "(a 1 % change in perplexity). The bootstrap interval covers the sampling of the "
+            "test set as well as the seeds' spread; the t interval covers the seeds' only.", ""]
 
 
 def validation_perplexity_by_epoch(found: dict[str, Row]) -> list[str]:

@@ -214,14 +214,16 @@ def test_paired_difference_gives_a_verdict_only_when_both_tests_agree():
     softmax = 0.12 + 0.01 * np.sin(np.arange(8))
     found = {"log-taylor-2": run(softmax - 0.02), "log-softmax": run(softmax)}
     found["log-taylor-2"].test[0]["error"] += 0.001  # differences not all equal (sd > 0)
-    text = tables.paired_difference(found, "log-taylor-2", "log-softmax")
+    (text,) = tables.paired_difference(found, "log-taylor-2", "log-softmax")  # no equivalence line
     assert "over 8 paired seeds" in text and "exact sign-flip p = 0.008" in text  # 2 / 2^8
     assert text.endswith("**log-taylor-2 lower**.")
     # 5 seeds, one difference positive: the t interval excludes 0, the sign-flip p is 4 / 32
     found = {"log-taylor-2": run([0.10, 0.11, 0.12, 0.13, 0.1352]),
              "log-softmax": run([0.11, 0.12, 0.14, 0.14, 0.135])}
-    text = tables.paired_difference(found, "log-taylor-2", "log-softmax")
+    text, equivalence = tables.paired_difference(found, "log-taylor-2", "log-softmax")
     assert "p = 0.125" in text and "**not resolved (smallest detectable difference" in text
+    # differences of -1.0, -1.0, -2.0, -1.0 and +0.02 points: within +-0.45? no
+    assert equivalence.startswith("  Equivalence within +-0.45 points") and "**inconclusive**" in equivalence
 
 
 def test_per_example_difference_counts_what_each_loss_alone_gets_right():
@@ -235,8 +237,9 @@ def test_per_example_difference_counts_what_each_loss_alone_gets_right():
         return row([{"seed": s, "examples": 40, "correct": records.pack_correct(p, labels)}
                     for s, p in enumerate(predictions)])
 
-    (text,) = tables.per_example_difference(
+    text, bootstrap = tables.per_example_difference(
         {"log-taylor-2": run(taylor), "log-softmax": run(softmax)}, "log-taylor-2", "log-softmax")
+    assert bootstrap.startswith("  Bootstrap over seeds and test examples")
     assert "log-taylor-2 alone right on 7.5 examples and log-softmax alone on 1.5" in text
     assert "means over 2 seeds of 40 examples" in text
     assert "in favour of log-taylor-2 in 1 seeds, of log-softmax in 0" in text

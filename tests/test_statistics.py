@@ -79,3 +79,39 @@ def test_correctness_survives_packing_for_any_count():
         predicted, labels = rng.integers(0, 3, n), rng.integers(0, 3, n)
         packed = records.pack_correct(predicted, labels)
         np.testing.assert_array_equal(records.unpack_correct(packed, n), predicted == labels)
+
+
+def test_equivalence_is_two_one_sided_t_tests_within_the_margin():
+    differences = np.array([0.12, -0.05, 0.30, 0.01, 0.18, -0.10])
+    for margin in (0.1, 0.3, 0.6):
+        result = statistics.equivalence(differences, margin)
+        above = stats.ttest_1samp(differences, -margin, alternative="greater").pvalue
+        below = stats.ttest_1samp(differences, margin, alternative="less").pvalue
+        assert result.p == pytest.approx(max(above, below), rel=1e-9)
+        assert result.equivalent == (max(above, below) < 0.05)
+        # equivalent exactly when the t 90 % interval lies inside the margin
+        assert result.equivalent == (-margin < result.low and result.high < margin)
+    assert not statistics.equivalence(differences, 0.1).equivalent
+    assert statistics.equivalence(differences, 0.6).equivalent
+
+
+def test_the_bootstrap_of_one_seed_is_the_test_sets_sampling_alone():
+    """With one seed, drawing seeds changes nothing: the interval is the sampling of the
+    examples, whose standard error is sqrt(var(d) / N) for the per-example differences d."""
+    rng = np.random.default_rng(3)
+    a, b = rng.random((1, 20_000)) < 0.90, rng.random((1, 20_000)) < 0.88
+    low, high = statistics.bootstrap_error_difference(a, b, replicates=4000)
+    d = (~a[0]).astype(float) - (~b[0]).astype(float)
+    center, error = d.mean(), d.std() / np.sqrt(d.size)
+    assert low == pytest.approx(center - 1.96 * error, abs=0.2 * error)
+    assert high == pytest.approx(center + 1.96 * error, abs=0.2 * error)
+    assert statistics.bootstrap_error_difference(a, a) == (0.0, 0.0)
+
+
+def test_the_bootstrap_widens_the_interval_by_the_spread_of_the_seeds():
+    rng = np.random.default_rng(4)
+    a = rng.random((6, 5000)) < 0.9
+    b = np.stack([rng.random(5000) < p for p in (0.85, 0.87, 0.89, 0.91, 0.93, 0.95)])
+    low, high = statistics.bootstrap_error_difference(a, b)
+    one_seed = statistics.bootstrap_error_difference(a[:1], b[:1])
+    assert high - low > 2 * (one_seed[1] - one_seed[0]) / np.sqrt(6)

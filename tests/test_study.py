@@ -233,3 +233,14 @@ def test_a_language_model_table_shows_the_z_loss_by_its_scaled_perplexity_only(t
     assert "| log-softmax |" in by_epoch and "| z-loss |" not in by_epoch
     assert "| z-loss (T-scaled) |" in comparison_table.split("## Test perplexity by frequency")[1]
     assert "| z-loss | - |" in table.split("## test NLL")[1]
+
+
+def test_a_size_whose_models_ran_to_the_cap_is_flagged():
+    def row(stops, text):
+        return tables.Row("x", {}, [{"stop_epoch": s} for s in stops], [], [], [], text, {})
+
+    found = {"log-softmax": row([5, 9], {"learning_rate": "0.01"}),
+             "log-taylor-2": row([10, 10], {"learning_rate": "1 (edge, bound)"})}
+    assert study.flag(found, 10) == ("2 of 2 log-taylor-2 models ran to the 10-epoch cap; "
+                                     "log-taylor-2's learning_rate stopped at its bound")
+    assert study.flag({"log-softmax": row([5, 9], {"learning_rate": "0.01"})}, 10) == ""
