@@ -201,9 +201,6 @@ class Config:
             if self.uses("weight_decay"):
                 raise ConfigError("config.output_layer='factored' has no weight decay: set "
                                   "config.weight_decay=0")
-        if self.output_layer == "linear" and self.uses("label_smoothing") and "log-softmax" in self.losses:
-            raise ConfigError("config.label_smoothing: the linear output layer has no label "
-                              "smoothing; use config.output_layer='dense'")
 
 
 def _choose(name: str, value, allowed: tuple) -> None:

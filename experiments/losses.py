@@ -74,7 +74,7 @@ def smoothed_softmax_cross_entropy(logits, labels, label_smoothing):
 LOSSES: dict[str, Loss] = {
     "log-softmax": Loss(
         smoothed_softmax_cross_entropy, _ignoring(softfam.log_softmax, "label_smoothing"),
-        linear=_ignoring(softfam.linear_softmax_cross_entropy_with_integer_labels, "label_smoothing"),
+        linear=softfam.linear_softmax_cross_entropy_with_integer_labels,
     ),
     "log-taylor-2": Loss(
         _with(softfam.taylor_softmax_cross_entropy_with_integer_labels, order=2),

@@ -65,8 +65,6 @@ def test_the_dropout_bound_of_one_is_refused_once_a_rate_reaches_it():
                                    "exact SGD: set config.optimizer='sgd'"),
     ({"output_layer": "factored", "optimizer": "sgd", "search": {"weight_decay": (0.1,)}},
      "config.output_layer='factored' has no weight decay"),
-    ({"output_layer": "linear", "search": {"label_smoothing": (0.1,)}},
-     "the linear output layer has no label smoothing"),
     ({"search": {"temperature": (1.0,)}}, "config.search: no hyperparameter 'temperature'"),
 ])
 def test_combinations_a_run_cannot_honour_are_refused(fields, message):

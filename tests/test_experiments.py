@@ -757,3 +757,20 @@ def test_a_random_search_gives_every_loss_the_same_trials_and_states_the_budget(
     table = tables.write(tmp_path)
     assert "Tuning models trained per loss: log-softmax 6, log-spherical 6." in table
     assert "a quasi-random (Halton) search of 3 points per loss" in table
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_label_smoothed_log_softmax_is_the_same_through_the_linear_layer(smoothing):
+    rng = np.random.default_rng(5)
+    hidden = jnp.asarray(rng.normal(size=(8, 6)), jnp.float32)
+    output = {"w": jnp.asarray(rng.normal(size=(6, 11)), jnp.float32),
+              "b": jnp.asarray(rng.normal(size=11), jnp.float32)}
+    labels = jnp.asarray(rng.integers(0, 11, 8))
+    hyper = {"label_smoothing": jnp.float32(smoothing)}
+    loss = losses.get("log-softmax")
+    dense = output_layers.dense(loss).step(output, hidden, labels, hyper, 0.1)
+    linear = output_layers.linear(loss).step(output, hidden, labels, hyper, 0.1)
+    np.testing.assert_allclose(linear[0], dense[0], rtol=1e-5)
+    np.testing.assert_allclose(linear[1], dense[1], rtol=1e-4, atol=1e-6)
+    for key in ("w", "b"):
+        np.testing.assert_allclose(linear[2][key], dense[2][key], rtol=1e-4, atol=1e-6)
