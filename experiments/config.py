@@ -65,7 +65,8 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
                              takes=("soft-margin-softmax", "soft-margin-taylor-2")),
     "a": Hyperparameter((1.0,), (0.01, 100.0), log=True, takes=("z-loss",)),
     "b": Hyperparameter((2.0,), (0.01, 100.0), log=True, takes=("z-loss",)),
-    "label_smoothing": Hyperparameter((0.0,), (0.0, 0.5), log=False, takes=("log-softmax",)),
+    "label_smoothing": Hyperparameter((0.0,), (0.0, 0.5), log=False,
+                                      takes=("label-smoothed-log-softmax",)),
 }
 # Where each hyperparameter acts: the rest are the loss's keyword arguments.
 OPTIMIZER_HYPERPARAMETERS = ("learning_rate", "weight_decay")

@@ -72,7 +72,11 @@ def smoothed_softmax_cross_entropy(logits, labels, label_smoothing):
 
 
 LOSSES: dict[str, Loss] = {
-    "log-softmax": Loss(
+    "log-softmax": Loss(softfam.softmax_cross_entropy_with_integer_labels, softfam.log_softmax,
+                        linear=softfam.linear_softmax_cross_entropy_with_integer_labels),
+    # log-softmax against labels smoothed towards uniform: a loss of its own, so that a
+    # comparison can hold it beside plain log-softmax as a control for smoothing
+    "label-smoothed-log-softmax": Loss(
         smoothed_softmax_cross_entropy, _ignoring(softfam.log_softmax, "label_smoothing"),
         linear=softfam.linear_softmax_cross_entropy_with_integer_labels,
     ),

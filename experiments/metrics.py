@@ -133,6 +133,13 @@ def summarize(total: Totals, has_probabilities: bool) -> dict:
     }
 
 
+def prior(train_labels, num_classes: int) -> np.ndarray:
+    """The class prior (unigram) from the training labels, with add-one smoothing:
+    ``p_k = (n_k + 1) / (N + D)``."""
+    train_labels = np.asarray(train_labels)
+    return (np.bincount(train_labels, minlength=num_classes) + 1.0) / (train_labels.size + num_classes)
+
+
 def baselines(train_labels, test_labels, num_classes: int) -> dict[str, dict[str, float]]:
     """The test metrics of two predictors that ignore the input: the uniform distribution over
     the D classes, and the class prior (unigram for language models) estimated from the
@@ -141,9 +148,9 @@ def baselines(train_labels, test_labels, num_classes: int) -> dict[str, dict[str
     their mean NLL per frequency bucket (``bucket_nll``)."""
     train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
     d = num_classes
-    prior = (np.bincount(train_labels, minlength=d) + 1.0) / (train_labels.size + d)
-    top10 = np.argsort(-prior, kind="stable")[:10]
-    p_target = prior[test_labels]
+    unigram = prior(train_labels, d)
+    top10 = np.argsort(-unigram, kind="stable")[:10]
+    p_target = unigram[test_labels]
     buckets = class_buckets(train_labels, d)[test_labels]
 
     def by_bucket(nll):
@@ -156,6 +163,6 @@ def baselines(train_labels, test_labels, num_classes: int) -> dict[str, dict[str
         "prior": {"error": float(np.mean(test_labels != top10[0])),
                   "top10_accuracy": float(np.mean(np.isin(test_labels, top10))),
                   "nll": float(-np.mean(np.log(p_target))),
-                  "brier": float(np.sum(prior ** 2) - 2 * np.mean(p_target) + 1),
+                  "brier": float(np.sum(unigram ** 2) - 2 * np.mean(p_target) + 1),
                   "bucket_nll": by_bucket(-np.log(p_target))},
     }

@@ -22,7 +22,7 @@ COLOURS = {  # one colour per loss, in every plot
     "log-softmax": "tab:blue", "log-taylor-2": "tab:orange", "log-taylor-4": "tab:olive",
     "log-spherical": "tab:green", "squared-error": "tab:purple", "z-loss": "tab:brown",
     "soft-margin-softmax": "tab:pink", "soft-margin-taylor-2": "tab:gray",
-    "softmax-upper-bound": "tab:cyan",
+    "softmax-upper-bound": "tab:cyan", "label-smoothed-log-softmax": "tab:red",
 }
 
 

@@ -23,7 +23,9 @@ from experiments.io import write_text_atomically
 OPTIMIZER_NAMES = {"adam": "Adam", "sgd": "plain SGD"}
 OWN_PROBABILITY_METRICS = ("nll", "ece", "brier", "bins", "bucket_nll")
 BUCKET_EDGES = (10, 100, 1000, 10_000)  # as experiments.metrics
-PAIRED = (("log-taylor-2", "log-softmax"), ("log-spherical", "log-softmax"))
+PAIRED = (("log-taylor-2", "log-softmax"), ("log-spherical", "log-softmax"),
+          ("log-taylor-2", "label-smoothed-log-softmax"),
+          ("log-spherical", "label-smoothed-log-softmax"))
 # The margins of the equivalence tests. Error: 0.45 points, the gap that de Brebisson &
 # Vincent report between log-softmax and log-Taylor on CIFAR-10, the smallest difference
 # their 10-class claim rests on. NLL: 0.01 nats, a 1 % change in perplexity.
@@ -43,6 +45,7 @@ class Row:
     models: list[dict]  # its final models' records
     test: list[dict]  # test metrics of the models that did not diverge, with their seeds
     scaled: list[dict]  # T-scaled test metrics, with the temperature
+    mixed: list[dict]  # test metrics mixed with the unigram, with the weight
     tried: list[dict]  # the points its tuning tried
     text: dict  # the cells shown for the chosen point's hyperparameters
     properties: dict  # the loss's properties (experiments.losses.properties)
@@ -93,6 +96,8 @@ def rows(comparison: dict, models: list[dict]) -> dict[str, Row]:
             [judged({"seed": m["seed"], **m["test"]}) for m in finals if not m["diverged"]],
             [{"seed": m["seed"], "temperature": m["temperature"], **m["test_scaled"]}
              for m in finals if "test_scaled" in m],
+            [{"seed": m["seed"], "unigram_weight": m["unigram_weight"], **m["test_interpolated"]}
+             for m in finals if "test_interpolated" in m and not properties["scale_free"]],
             tried, chosen_text(point, tried, properties["space"], config["tuning"]), properties)
     return found
 
@@ -160,12 +165,13 @@ class Column:
     cell: Callable[[Row, dict], str]
     baseline: Optional[Callable[[dict], str]] = None
     metric: bool = False
+    optional: bool = False  # shown only where some row has a value (newer records)
 
 
 def _test(header: str, cell: Callable[[Row], str],
-          baseline: Optional[Callable[[dict], str]] = None) -> Column:
+          baseline: Optional[Callable[[dict], str]] = None, optional: bool = False) -> Column:
     """A test-metric column."""
-    return Column(header, lambda row, config: cell(row), baseline, metric=True)
+    return Column(header, lambda row, config: cell(row), baseline, metric=True, optional=optional)
 
 
 def _hyperparameters(row: Row, config: dict) -> str:
@@ -203,6 +209,9 @@ LANGUAGE_MODEL_COLUMNS = [
     _test("test perplexity", lambda r: _cell(r.test, "nll", digits=1, transform=np.exp),
           lambda b: f"{np.exp(b['nll']):.1f}"),
     _test("T-scaled perplexity", lambda r: _cell(r.scaled, "nll", digits=1, transform=np.exp)),
+    _test("unigram-mixed perplexity", lambda r: _cell(r.mixed, "nll", digits=1, transform=np.exp),
+          optional=True),
+    _test("unigram weight", lambda r: _cell(r.mixed, "unigram_weight", digits=3), optional=True),
     _test("top-1 accuracy (%)", lambda r: _cell(r.test, "error", 100, 2, lambda e: 1 - e),
           lambda b: f"{100 * (1 - b['error']):.2f}"),
     _test("top-10 accuracy (%)", lambda r: _cell(r.test, "top10_accuracy", 100, 2),
@@ -227,7 +236,8 @@ def _line(cells: list[str]) -> str:
 def results_table(comparison: dict, found: dict[str, Row]) -> list[str]:
     """The main table: a row per loss, the dense reference and the baselines."""
     config = comparison["config"]
-    columns = LANGUAGE_MODEL_COLUMNS if is_language_model(config) else CLASSIFIER_COLUMNS
+    columns = [c for c in (LANGUAGE_MODEL_COLUMNS if is_language_model(config) else CLASSIFIER_COLUMNS)
+               if not c.optional or any(c.cell(row, config) != "-" for row in found.values())]
     lines = [_line([c.header for c in columns]), "|---" * len(columns) + "|"]
     for row in found.values():
         diverged = len(row.models) - len(row.test)
@@ -326,13 +336,13 @@ def per_example_difference(found: dict[str, Row], loss: str, baseline: str) -> l
 
 def paired_difference(found: dict[str, Row], loss: str, baseline: str, key: str = "error",
                       what: str = "test error", scale: float = 100.0, unit: str = " points",
-                      scaled: bool = False, digits: int = 2) -> list[str]:
+                      metrics: str = "test", digits: int = 2) -> list[str]:
     """Test metric ``key`` (times ``scale``) of ``loss`` minus ``baseline``'s, paired by seed
-    (same init and data order), analysed by ``experiments.statistics.paired``; ``scaled``:
-    after temperature scaling. A difference not resolved gets a second line: its equivalence
-    test within ``MARGINS[key]``."""
-    values = {name: {m["seed"]: m[key] * scale
-                     for m in (found[name].scaled if scaled else found[name].test)}
+    (same init and data order), analysed by ``experiments.statistics.paired``; ``metrics``:
+    the row's "test", "scaled" (after temperature scaling) or "mixed" (with the unigram)
+    metrics. A difference not resolved gets a second line: its equivalence test within
+    ``MARGINS[key]``."""
+    values = {name: {m["seed"]: m[key] * scale for m in getattr(found[name], metrics)}
               for name in (loss, baseline)}
     seeds = sorted(set(values[loss]) & set(values[baseline]))
     if len(seeds) < 2:
@@ -358,12 +368,13 @@ def paired_difference(found: dict[str, Row], loss: str, baseline: str, key: str 
 
 
 def nll_differences(found: dict[str, Row], loss: str, baseline: str) -> list[str]:
-    """``paired_difference`` lines of the test NLL, and of the T-scaled test NLL where both
-    losses have it, in nats to 4 decimals."""
+    """``paired_difference`` lines of the test NLL, and of the T-scaled and unigram-mixed test
+    NLL where both losses have them, in nats to 4 decimals."""
     lines = paired_difference(found, loss, baseline, "nll", "test NLL", 1.0, " nats", digits=4)
-    if found[loss].scaled and found[baseline].scaled:
-        lines += paired_difference(found, loss, baseline, "nll", "T-scaled test NLL", 1.0,
-                                   " nats", scaled=True, digits=4)
+    for metrics, what in (("scaled", "T-scaled test NLL"), ("mixed", "unigram-mixed test NLL")):
+        if getattr(found[loss], metrics) and getattr(found[baseline], metrics):
+            lines += paired_difference(found, loss, baseline, "nll", what, 1.0, " nats",
+                                       metrics=metrics, digits=4)
     return lines
 
 
@@ -383,7 +394,7 @@ def paired_comparisons(comparison: dict, found: dict[str, Row]) -> list[str]:
             lines += [*paired_difference(found, a, b), *per_example_difference(found, a, b),
                       *nll_differences(found, a, b)]
         baseline = PAIRED[0][1]
-        others = [loss for loss in found if loss != baseline and loss not in dict(PAIRED)]
+        others = [loss for loss in found if loss not in {name for pair in PAIRED for name in pair}]
         if baseline in found and others:
             lines += ["", f"The other losses against {baseline}, paired by seed:", ""]
             lines += [line for loss in others for line in paired_difference(found, loss, baseline)]
@@ -460,6 +471,10 @@ def notes(comparison: dict, found: dict[str, Row]) -> list[str]:
            "logits instead of its linear loss, for speed and memory only: one epoch timed after "
            "a compiling one, and that epoch's compiled temporary memory, measured when the "
            "comparison started."] if comparison.get("dense_reference") else []),
+        *(["unigram-mixed: the model's probabilities mixed with the unigram's, "
+           "(1 - w) p + w prior, with the weight w that minimises the validation NLL: how much "
+           "of a loss's perplexity smoothing towards the word frequencies still improves."]
+          if any(row.mixed for row in found.values()) and language_model else []),
         "(edge): the chosen value is at an end of the values tried along its axis (the other "
         "coordinates at their chosen values); a wider grid might have done better. (edge, bound): "
         "the next step lies outside the config's bounds, so tuning did not widen further. "

@@ -12,7 +12,8 @@ epoch's end by default), and stops when the validation metric (``Loss.stopping_m
 error for squared error and the Z-loss) has not improved for ``patience`` validations. The
 parameters of the best validation are then tested, as they are and, for a loss with a
 distribution, after temperature scaling: the logits divided by the temperature that minimises
-the validation NLL (``fit_temperature``). A model whose training loss becomes NaN or inf
+the validation NLL (``fit_temperature``), and mixed with the unigram by the weight that
+minimises the validation NLL (``fit_unigram_weight``). A model whose training loss becomes NaN or inf
 stops there, marked diverged. It returns the model's record (``experiments.records``).
 
 While it trains, ``work_dir`` holds ``metrics.jsonl`` (one line per validation) and an Orbax
@@ -138,6 +139,7 @@ class Program:
         self.input_shape = train.images.shape[1:]
         self.num_classes = data.num_classes
         self.class_buckets = jnp.asarray(metrics.class_buckets(train.labels, data.num_classes))
+        self.log_prior = jnp.log(jnp.asarray(metrics.prior(train.labels, data.num_classes)))
         self.optimizer = optimizer(config, self.steps_per_epoch)
         self.init = jax.jit(self._init, out_shardings=self.replicated)
         # Every output replicated, so that each process of a multi-process run can read it.
@@ -215,14 +217,20 @@ class Program:
         """The parameters as ``self.model.apply`` takes them."""
         return {**params, "output": self.layer.dense(params["output"])}
 
-    def _evaluate_chunks(self, params, hyper, temperature, images, labels, weights):
+    def _evaluate_chunks(self, params, hyper, temperature, unigram_weight, images, labels, weights):
         """Sums over ``images`` (chunks, chunk size, ...), the probabilities those of the
-        logits divided by ``temperature``."""
+        logits divided by ``temperature``, mixed with the unigram as ``(1 - w) p + w prior``
+        for ``w = unigram_weight``."""
         params = self.dense_params(params)
         loss_hyper = {k: v for k, v in hyper.items()
                       if k not in OPTIMIZER_HYPERPARAMETERS + MODEL_HYPERPARAMETERS}
-        log_probabilities = None if self.loss.log_probabilities is None else (
-            lambda logits: self.loss.log_probabilities(logits / temperature, **loss_hyper))
+
+        def mixed(logits):
+            own = self.loss.log_probabilities(logits / temperature, **loss_hyper)
+            return jnp.logaddexp(jnp.log1p(-unigram_weight) + own,
+                                 jnp.log(unigram_weight) + self.log_prior[None, :])
+
+        log_probabilities = None if self.loss.log_probabilities is None else mixed
 
         def chunk_totals(chunk):
             x, y, w = (self._shard_batch(a) for a in chunk)
@@ -252,10 +260,12 @@ class Program:
         return self._chunks[id(split)][1]
 
     def evaluate(self, params: dict, hyper: dict, split: Split, temperature: float = 1.0,
-                 per_example: bool = False) -> dict:
-        """The model's metrics on ``split``, its logits divided by ``temperature``; with
-        ``per_example``, also which examples it classified correctly."""
+                 per_example: bool = False, unigram_weight: float = 0.0) -> dict:
+        """The model's metrics on ``split``, its logits divided by ``temperature`` and its
+        probabilities mixed with the unigram's by ``unigram_weight``; with ``per_example``,
+        also which examples it classified correctly."""
         total, predicted = self.evaluate_chunks(params, hyper, np.float32(temperature),
+                                                np.float32(unigram_weight),
                                                 *self._device_chunks(split))
         summary = metrics.summarize(total, self.loss.log_probabilities is not None)
         if per_example:
@@ -287,6 +297,15 @@ class Program:
         within = step % self.steps_per_epoch
         every = self.config.eval_every
         return within == 0 or (every is not None and within % every == 0)
+
+    def fit_unigram_weight(self, params: dict, hyper: dict, split: Split) -> float:
+        """The weight ``w`` in [0, 1] of the unigram in ``(1 - w) p + w prior`` that minimises
+        the NLL on ``split`` (convex in ``w``): how much smoothing towards the word
+        frequencies the model's distribution still gains from."""
+        result = optimize.minimize_scalar(
+            lambda w: self.evaluate(params, hyper, split, unigram_weight=w)["nll"],
+            bounds=(0.0, 1.0), method="bounded", options={"xatol": 1e-4})
+        return float(result.x)
 
     def fit_temperature(self, params: dict, hyper: dict, split: Split) -> float:
         """The temperature ``T`` minimising the NLL of the logits divided by ``T`` on ``split``
@@ -419,8 +438,12 @@ def fit(program: Program, point: dict[str, float], seed: int, data: Dataset, wor
         result["test"] = program.evaluate(best_params, hyper, data.test, per_example=True)
         if program.loss.log_probabilities is not None:
             temperature = program.fit_temperature(best_params, hyper, data.valid)
+            weight = program.fit_unigram_weight(best_params, hyper, data.valid)
             result |= {"temperature": temperature,
-                       "test_scaled": program.evaluate(best_params, hyper, data.test, temperature)}
+                       "test_scaled": program.evaluate(best_params, hyper, data.test, temperature),
+                       "unigram_weight": weight,
+                       "test_interpolated": program.evaluate(best_params, hyper, data.test,
+                                                             unigram_weight=weight)}
     checkpoints.close()
     return result
 

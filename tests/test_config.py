@@ -88,8 +88,9 @@ def test_the_fingerprint_holds_the_fields_that_change_training_only():
 def test_each_hyperparameter_is_declared_once_with_the_losses_that_take_it():
     config = configs.digits_mlp()
     assert set(config.space("log-spherical")) == {"learning_rate", "dropout", "weight_decay", "epsilon"}
-    assert set(config.space("log-softmax")) == {"learning_rate", "dropout", "weight_decay",
-                                                "label_smoothing"}
+    assert set(config.space("log-softmax")) == {"learning_rate", "dropout", "weight_decay"}
+    assert set(config.space("label-smoothed-log-softmax")) == {"learning_rate", "dropout",
+                                                               "weight_decay", "label_smoothing"}
     assert set(config.space("z-loss")) >= {"a", "b"} and "epsilon" not in config.space("z-loss")
     for name, hyperparameter in HYPERPARAMETERS.items():  # the defaults pass their own bounds
         low, high = hyperparameter.bounds

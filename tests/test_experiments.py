@@ -204,7 +204,7 @@ def test_choice_averages_tuning_seeds_and_never_takes_a_point_that_diverged_once
 
 
 def row(tests):
-    return tables.Row("x", {}, [], tests, [], [], {}, {})
+    return tables.Row("x", {}, [], tests, [], [], [], {}, {})
 
 
 def test_paired_difference_gives_a_verdict_only_when_both_tests_agree():
@@ -767,7 +767,7 @@ def test_label_smoothed_log_softmax_is_the_same_through_the_linear_layer(smoothi
               "b": jnp.asarray(rng.normal(size=11), jnp.float32)}
     labels = jnp.asarray(rng.integers(0, 11, 8))
     hyper = {"label_smoothing": jnp.float32(smoothing)}
-    loss = losses.get("log-softmax")
+    loss = losses.get("label-smoothed-log-softmax")
     dense = output_layers.dense(loss).step(output, hidden, labels, hyper, 0.1)
     linear = output_layers.linear(loss).step(output, hidden, labels, hyper, 0.1)
     np.testing.assert_allclose(linear[0], dense[0], rtol=1e-5)

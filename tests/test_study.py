@@ -237,7 +237,7 @@ def test_a_language_model_table_shows_the_z_loss_by_its_scaled_perplexity_only(t
 
 def test_a_size_whose_models_ran_to_the_cap_is_flagged():
     def row(stops, text):
-        return tables.Row("x", {}, [{"stop_epoch": s} for s in stops], [], [], [], text, {})
+        return tables.Row("x", {}, [{"stop_epoch": s} for s in stops], [], [], [], [], text, {})
 
     found = {"log-softmax": row([5, 9], {"learning_rate": "0.01"}),
              "log-taylor-2": row([10, 10], {"learning_rate": "1 (edge, bound)"})}

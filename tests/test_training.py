@@ -150,9 +150,32 @@ def test_clipping_bounds_the_global_norm_of_a_plain_sgd_step(digits):
 def test_label_smoothing_is_optax_smooth_labels_and_zero_is_the_plain_loss():
     logits = jnp.asarray(np.random.default_rng(0).normal(size=(6, 5)) * 3, jnp.float32)
     labels = jnp.array([0, 4, 2, 2, 1, 3])
-    loss = losses.get("log-softmax").loss
+    loss = losses.get("label-smoothed-log-softmax").loss
     smoothed = optax.softmax_cross_entropy(logits, optax.smooth_labels(jax.nn.one_hot(labels, 5), 0.2))
     np.testing.assert_allclose(loss(logits, labels, label_smoothing=jnp.float32(0.2)), smoothed,
                                rtol=1e-5)
     plain = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     np.testing.assert_allclose(loss(logits, labels, label_smoothing=jnp.float32(0.0)), plain, rtol=1e-6)
+
+
+def test_the_unigram_mixture_weight_minimises_the_validation_nll(digits):
+    program, state, hyper = start(tiny(), digits, learning_rate=1e-2)
+    state, _ = program.train_steps(state, program.epoch_order(state, jnp.int32(0)), hyper)
+    # logits 20 times too large: an overconfident model that mixing with the unigram helps
+    params = state["params"] | {"output": jax.tree.map(lambda p: 20 * p, state["params"]["output"])}
+    weight = program.fit_unigram_weight(params, hyper, digits.valid)
+    logits = np.asarray(program.model.apply(params, digits.valid.images), np.float64)
+    probabilities = np.exp(logits - logits.max(1, keepdims=True))
+    probabilities /= probabilities.sum(1, keepdims=True)
+    train = digits.train.labels
+    prior = (np.bincount(train, minlength=10) + 1) / (train.size + 10)  # add-one unigram
+
+    def nll(w):  # NumPy float64 NLL of (1 - w) p + w prior
+        mixed = (1 - w) * probabilities + w * prior[None, :]
+        return -np.mean(np.log(mixed[np.arange(len(logits)), digits.valid.labels]))
+
+    assert 0.01 < weight < 0.99
+    assert program.evaluate(params, hyper, digits.valid, unigram_weight=weight)["nll"] == \
+        pytest.approx(nll(weight), rel=1e-5)
+    assert nll(weight) < min(nll(weight + 0.005), nll(weight - 0.005))
+    assert program.evaluate(params, hyper, digits.valid)["nll"] == pytest.approx(nll(0.0), rel=1e-5)
