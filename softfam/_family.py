@@ -10,12 +10,12 @@ handling, the dtype policy and the negative log-likelihood ``log Z - log f(x_c)`
 Two ways to the same numbers. The log-space way, ``log Z = m + log sum_j exp(log f(x_j) - m)``
 with ``m = max_j log f(x_j)``, is exact for any finite logits; for softmax, whose log-score is
 ``x`` itself, it is the usual algorithm, and softmax takes it always. For a member with a
-score that is cheaper than ``exp(log f)`` (the polynomials) the direct way sums the scores,
-``S = sum_j f(x_j)``, and divides by it: two passes over the logits and no transcendental
-function. It is exact when ``1 <= S <= max float`` in every slice: no score overflowed, and a
-score that underflowed would be off by less than the smallest normal float. Otherwise (huge
-logits, a -inf whose score is +inf, a NaN, a fully excluded slice: all rare) the whole batch
-takes the log-space way. One scalar ``lax.cond`` picks; ``_choose`` is its only use.
+score that is cheaper than ``exp(log f)`` and bounded below (the polynomials) the direct way
+sums the scores, ``S = sum_j f(x_j)``, and divides by it, or subtracts ``log S`` from
+``log f(x_i)``: two passes over the logits and no transcendental function for the
+probabilities. It is exact when ``0 < S < max float`` in every slice: no score overflowed.
+Otherwise (huge logits, a -inf whose score is +inf, a NaN, a fully excluded slice: all rare)
+the whole batch takes the log-space way. One scalar ``lax.cond`` picks (``_choose``).
 
 Excluded classes: ``where=False`` and a logit of -inf both exclude a class, with probability
 exactly 0 and an exactly zero gradient. The direct way masks only ``where``: a polynomial's
@@ -53,8 +53,10 @@ class Member(NamedTuple):
 
     ``log_score(x, *hyperparameters)`` is ``log f(x)`` elementwise, accurate for every finite
     ``x`` (never the log of a score that already overflowed or underflowed).
-    ``score(x, *hyperparameters)`` is ``f(x) > 0`` itself, cheaper than ``exp(log f)``; it may
-    overflow to +inf for huge ``|x|``, and at ``x = -inf`` it is 0 or +inf. A member whose
+    ``score(x, *hyperparameters)`` is ``f(x)`` itself, for a member whose ``f`` is cheaper
+    than ``exp(log f)`` and bounded below by a positive normal float (the polynomials): then
+    ``log(f(x))`` is exact wherever ``f(x)`` does not overflow, and the direct way uses it.
+    It may overflow to +inf for huge ``|x|``; at ``x = -inf`` it is +inf. A member whose
     ``f`` is ``exp`` of its log-score gains nothing from the direct way and gives no score
     (softmax); its ``log f(-inf)`` must then be -inf.
     """
@@ -69,7 +71,7 @@ SOFTMAX = Member(log_score=lambda x: x)  # f = exp(x): the log-space way is soft
 
 
 def _taylor_score(x: jax.Array, order: int) -> jax.Array:
-    """``T_n(x) = sum_{j=0..n} x^j / j!`` by Horner's rule: ``((x/n + 1) x/(n-1) + 1) ... x + 1``."""
+    """``T_n(x) = sum_{j=0..n} x^j / j!`` by Horner's rule: ``((x/n + 1) x/(n-1) + 1) ... + 1``."""
     total = x * (1 / order) + 1
     for j in range(order - 1, 0, -1):
         total = total * x * (1 / j) + 1
@@ -161,15 +163,20 @@ class _LogSpace(NamedTuple):
         return self.top + self.log_scaled_total
 
 
+def _log_space_mask(member, x, where):
+    """What the log-space way masks: ``where`` and, for a member with a score, the -inf
+    logits (a member without one has ``log f(-inf) = -inf`` itself)."""
+    return where if member.score is None else included(x, where)
+
+
 def _log_space(member, x, where, params, axes) -> _LogSpace:
     """The log-space way, exact for any finite logits.
 
-    ``log f`` is -inf where excluded: by ``where`` and, for a member with a score, at -inf
-    (a member without one has ``log f(-inf) = -inf`` itself), and evaluated at 0 there. ``m``,
+    ``log f`` is evaluated at 0 where masked (``_log_space_mask``) and is -inf there. ``m``,
     gradient-free, is 0 for a fully excluded slice (whose ``log Z`` is then 0) and NaN or +inf
     for a slice with a NaN or +inf (whose sum is then NaN).
     """
-    keep = where if member.score is None else included(x, where)
+    keep = _log_space_mask(member, x, where)
     log_f = _masked(member.log_score(_masked(x, keep), *params), keep, -jnp.inf)
     top = lax.stop_gradient(jnp.max(log_f, axes, keepdims=True))
     top = jnp.where(top == -jnp.inf, 0, top)
@@ -179,11 +186,11 @@ def _log_space(member, x, where, params, axes) -> _LogSpace:
 
 
 def _choose(member, axes, direct: Callable, log_space: Callable, x, where, params, *tangents):
-    """The direct way's value if the member has a score and ``1 <= S <= max float`` in every
+    """The direct way's value if the member has a score and ``0 < S < max float`` in every
     slice, else the log-space way's.
 
     ``direct(total, x, where, params, *tangents)`` gets ``S``, formed outside the branch; the
-    predicate is one reduction of ``min(S - 1, max float - S)`` over the slices (NaN, and so
+    predicate is one reduction of ``min(S, max float - S)`` over the slices (NaN, and so
     false, when a sum is NaN). Each way runs only inside its branch, so that reverse mode
     transposes only the way taken (the direct way's derivatives at an overflowing or -inf
     logit are inf or NaN). This is the family's one data-dependent branch.
@@ -192,22 +199,20 @@ def _choose(member, axes, direct: Callable, log_space: Callable, x, where, param
     if member.score is None:
         return log_space(*operands)
     total = _sum(_masked(member.score(x, *params), where), axes)
-    margin = jnp.min(jnp.minimum(total - 1, jnp.finfo(total.dtype).max - total))
-    return lax.cond(margin >= 0, direct, lambda _, *ops: log_space(*ops), total, *operands)
+    margin = jnp.min(jnp.minimum(total, jnp.finfo(total.dtype).max - total))
+    return lax.cond(margin > 0, direct, lambda _, *ops: log_space(*ops), total, *operands)
 
 
 def _score_jvp(member, x, where, params, dx, dparams):
-    """``(f(x), df)`` at the logits with 0 where ``where=False``, both 0 there."""
-    f, df = jax.jvp(lambda x, p: member.score(x, *p), (_masked(x, where), params), (dx, dparams))
-    return _masked(f, where), _masked(df, where)
+    """``(f(x), df)`` at the logits with 0 where ``where=False`` (finite there, not masked)."""
+    return jax.jvp(lambda x, p: member.score(x, *p), (_masked(x, where), params), (dx, dparams))
 
 
 def _log_score_jvp(member, x, where, params, dx, dparams):
-    """``d log f`` at the logits with 0 where excluded, 0 there."""
-    keep = included(x, where)
-    dlog_f = jax.jvp(lambda x, p: member.log_score(x, *p), (_masked(x, keep), params),
-                     (dx, dparams))[1]
-    return _masked(dlog_f, keep)
+    """``d log f`` at the logits with 0 where the log-space way masks: finite everywhere, and
+    multiplied by ``p_i = 0`` at the excluded entries."""
+    safe = _masked(x, _log_space_mask(member, x, where))
+    return jax.jvp(lambda x, p: member.log_score(x, *p), (safe, params), (dx, dparams))[1]
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
@@ -226,7 +231,7 @@ def _log_partition_jvp(member, axes, primals, tangents):
     (x, where, params), (dx, _, dparams) = primals, tangents
 
     def direct(total, x, where, params, dx, dparams):
-        df = _score_jvp(member, x, where, params, dx, dparams)[1]
+        df = _masked(_score_jvp(member, x, where, params, dx, dparams)[1], where)
         return jnp.log(total), _sum(df, axes) / total
 
     def log_space(x, where, params, dx, dparams):
@@ -256,7 +261,7 @@ def _probabilities_jvp(member, axes, primals, tangents):
     def direct(total, x, where, params, dx, dparams):
         f, df = _score_jvp(member, x, where, params, dx, dparams)
         inverse = 1 / total
-        return f * inverse, df * inverse
+        return _masked(f, where) * inverse, _masked(df, where) * inverse
 
     def log_space(x, where, params, dx, dparams):
         probs = jnp.exp(_log_space(member, x, where, params, axes).log_probabilities)
@@ -271,7 +276,7 @@ def _log_probabilities(member: Member, axes, x, where, params) -> jax.Array:
     return _choose(
         member, axes,
         lambda total, x, where, params: (
-            _masked(member.log_score(x, *params), where, -jnp.inf) - jnp.log(total)),
+            _masked(jnp.log(member.score(x, *params)), where, -jnp.inf) - jnp.log(total)),
         lambda x, where, params: _log_space(member, x, where, params, axes).log_probabilities,
         x, where, params,
     )
@@ -279,21 +284,21 @@ def _log_probabilities(member: Member, axes, x, where, params) -> jax.Array:
 
 @_log_probabilities.defjvp
 def _log_probabilities_jvp(member, axes, primals, tangents):
-    """``d log p_i = d log f_i - d log Z``, 0 where excluded."""
+    """``d log p_i = d log f_i - d log Z``, 0 where excluded; ``d log f = df / f`` directly."""
     (x, where, params), (dx, _, dparams) = primals, tangents
-    dlog_f = _log_score_jvp(member, x, where, params, dx, dparams)
 
     def direct(total, x, where, params, dx, dparams):
-        df = _score_jvp(member, x, where, params, dx, dparams)[1]
-        log_probs = _masked(member.log_score(x, *params), where, -jnp.inf) - jnp.log(total)
-        return log_probs, _sum(df, axes) / total
+        f, df = _score_jvp(member, x, where, params, dx, dparams)
+        log_probs = _masked(jnp.log(f), where, -jnp.inf) - jnp.log(total)
+        return log_probs, df / f - _sum(_masked(df, where), axes) / total
 
     def log_space(x, where, params, dx, dparams):
         log_probs = _log_space(member, x, where, params, axes).log_probabilities
-        return log_probs, _sum(jnp.exp(log_probs) * dlog_f, axes)
+        dlog_f = _log_score_jvp(member, x, where, params, dx, dparams)
+        return log_probs, dlog_f - _sum(jnp.exp(log_probs) * dlog_f, axes)
 
-    log_probs, dlog_z = _choose(member, axes, direct, log_space, x, where, params, dx, dparams)
-    return log_probs, dlog_f - dlog_z
+    log_probs, dlog_probs = _choose(member, axes, direct, log_space, x, where, params, dx, dparams)
+    return log_probs, _masked(dlog_probs, included(x, where))
 
 
 def log_partition(
