@@ -394,13 +394,14 @@ def fit(program: Program, point: dict[str, float], seed: int, data: Dataset, wor
     validations = _read_validations(work_dir / "metrics.jsonl", step)
     metric = program.loss.stopping_metric
     best = min(validations, key=metric, default=None)
-    diverged, last_saved, seconds, step_losses = False, time.monotonic(), 0.0, []
+    diverged, last_saved, seconds, step_losses, order = False, time.monotonic(), 0.0, [], None
     while step < config.max_epochs * spe and not diverged:
         if best is not None and config.patience is not None and \
                 len(validations) - 1 - validations.index(best) >= config.patience:
             break
         epoch, offset = divmod(step, spe)
-        order = program.epoch_order(state, np.int32(epoch))
+        if offset == 0 or order is None:  # the epoch's minibatches, drawn once per epoch
+            order = program.epoch_order(state, np.int32(epoch))
         end = program.segment_ends(offset)[0]
         start = time.perf_counter()
         state, losses_ = program.train_steps(state, order[offset:end], hyper)
