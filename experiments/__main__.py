@@ -7,6 +7,7 @@
   benchmark normalizers         time the normalizers and losses against their baselines
   benchmark factored            time the factored output layer against the dense layer
   benchmark linear              time and memory of the linear losses against the dense path
+  benchmark step                one jitted optimizer step with each loss against optax's
 
 Any config field can be overridden on ``show`` and ``run``, lists separated by commas:
   python -m experiments run digits-mlp --config.losses=log-softmax,log-taylor-2 \\
@@ -23,14 +24,15 @@ import os
 import sys
 from pathlib import Path
 
-from experiments import benchmark_factored, benchmark_linear, benchmark_normalizers, configs
+from experiments import (benchmark_factored, benchmark_linear, benchmark_normalizers,
+                         benchmark_step, configs)
 from experiments.config import Config, ConfigError, describe
 from experiments.data import DataError
 from experiments.records import RunError
 
 
 BENCHMARKS = {"normalizers": benchmark_normalizers, "factored": benchmark_factored,
-              "linear": benchmark_linear}
+              "linear": benchmark_linear, "step": benchmark_step}
 
 
 def _output(args) -> Path:
