@@ -71,11 +71,13 @@ SOFTMAX = Member(log_score=lambda x: x)  # f = exp(x): the log-space way is soft
 
 
 def _taylor_score(x: jax.Array, order: int) -> jax.Array:
-    """``T_n(x) = sum_{j=0..n} x^j / j!`` by Horner's rule: ``((x/n + 1) x/(n-1) + 1) ... + 1``."""
-    total = x * (1 / order) + 1
-    for j in range(order - 1, 0, -1):
-        total = total * x * (1 / j) + 1
-    return total
+    """``T_n(x) = sum_{j=0..n} x^j / j!`` as ``(1/n!) sum_j (n!/j!) x^j``, by Horner's rule on
+    the integer coefficients, ``((x + n) x + n(n-1)) x + ...``: one multiply and one add per
+    order, the fewest operations (each is a pass over the logits to XLA:CPU's fused kernels)."""
+    total = x + order
+    for j in range(order - 2, -1, -1):
+        total = total * x + math.factorial(order) // math.factorial(j)
+    return total * (1 / math.factorial(order))
 
 
 def _log_taylor_score(x: jax.Array, order: int) -> jax.Array:
@@ -126,15 +128,10 @@ SPHERICAL = Member(log_score=_log_spherical_score, score=_spherical_score)
 Hyperparameters = Sequence[jax.Array]
 
 
-def is_excluded(x: jax.Array) -> jax.Array:
-    """Where a logit of -inf excludes its class."""
-    return x == -jnp.inf
-
-
 def included(x: jax.Array, where: Optional[jax.Array]) -> jax.Array:
     """The classes not excluded by ``where=False`` or a logit of -inf (a NaN is included, so
     that it poisons its slice)."""
-    kept = ~is_excluded(x)
+    kept = x != -jnp.inf
     return kept if where is None else kept & where
 
 
@@ -147,20 +144,25 @@ def _sum(values: jax.Array, axes: tuple[int, ...]) -> jax.Array:
 
 
 class _LogSpace(NamedTuple):
-    """``log f(x_i) - m`` (-inf where excluded) and ``log(Z / e^m)``, for ``m = max_j log f(x_j)``:
-    ``log p_i`` is their difference, formed without rounding ``log Z``."""
+    """``log f(x_i) - m`` (-inf where excluded) and ``Z / e^m``, for ``m = max_j log f(x_j)``:
+    every output is formed from them without rounding ``log Z`` first."""
 
     shifted_log_scores: jax.Array
-    log_scaled_total: jax.Array
+    scaled_total: jax.Array
     top: jax.Array
 
     @property
+    def probabilities(self) -> jax.Array:
+        return jnp.exp(self.shifted_log_scores) / self.scaled_total
+
+    @property
     def log_probabilities(self) -> jax.Array:
-        return self.shifted_log_scores - self.log_scaled_total
+        return self.shifted_log_scores - jnp.log(self.scaled_total)
 
     @property
     def log_partition(self) -> jax.Array:
-        return self.top + self.log_scaled_total
+        """``log Z``, and 0 for a fully excluded slice (the only one with ``Z / e^m < 1``)."""
+        return jnp.where(self.scaled_total < 1, 0, self.top + jnp.log(self.scaled_total))
 
 
 def _log_space_mask(member, x, where):
@@ -172,17 +174,18 @@ def _log_space_mask(member, x, where):
 def _log_space(member, x, where, params, axes) -> _LogSpace:
     """The log-space way, exact for any finite logits.
 
-    ``log f`` is evaluated at 0 where masked (``_log_space_mask``) and is -inf there. ``m``,
-    gradient-free, is 0 for a fully excluded slice (whose ``log Z`` is then 0) and NaN or +inf
-    for a slice with a NaN or +inf (whose sum is then NaN).
+    ``log f`` is evaluated at 0 where masked (``_log_space_mask``) and is -inf there. ``m`` is
+    gradient-free and at least the lowest finite float, and ``Z / e^m`` at least the smallest
+    normal one, so that a fully excluded slice gets probabilities 0; a NaN or +inf makes ``m``
+    NaN or +inf, and its slice NaN. Only ``max``, no
+    select, guards them, so that the way fuses into as few kernels as ``jax.nn.softmax``.
     """
     keep = _log_space_mask(member, x, where)
     log_f = _masked(member.log_score(_masked(x, keep), *params), keep, -jnp.inf)
-    top = lax.stop_gradient(jnp.max(log_f, axes, keepdims=True))
-    top = jnp.where(top == -jnp.inf, 0, top)
+    finfo = jnp.finfo(log_f.dtype)
+    top = jnp.maximum(lax.stop_gradient(jnp.max(log_f, axes, keepdims=True)), finfo.min)
     shifted = log_f - top
-    total = _sum(jnp.exp(shifted), axes)
-    return _LogSpace(shifted, jnp.where(total == 0, 0, jnp.log(total)), top)
+    return _LogSpace(shifted, jnp.maximum(_sum(jnp.exp(shifted), axes), finfo.tiny), top)
 
 
 def _choose(member, axes, direct: Callable, log_space: Callable, x, where, params, *tangents):
@@ -237,7 +240,7 @@ def _log_partition_jvp(member, axes, primals, tangents):
     def log_space(x, where, params, dx, dparams):
         logs = _log_space(member, x, where, params, axes)
         dlog_f = _log_score_jvp(member, x, where, params, dx, dparams)
-        return logs.log_partition, _sum(jnp.exp(logs.log_probabilities) * dlog_f, axes)
+        return logs.log_partition, _sum(logs.probabilities * dlog_f, axes)
 
     return _choose(member, axes, direct, log_space, x, where, params, dx, dparams)
 
@@ -247,8 +250,7 @@ def _probabilities(member: Member, axes, x, where, params) -> jax.Array:
     return _choose(
         member, axes,
         lambda total, x, where, params: _masked(member.score(x, *params), where) * (1 / total),
-        lambda x, where, params: jnp.exp(
-            _log_space(member, x, where, params, axes).log_probabilities),
+        lambda x, where, params: _log_space(member, x, where, params, axes).probabilities,
         x, where, params,
     )
 
@@ -264,7 +266,7 @@ def _probabilities_jvp(member, axes, primals, tangents):
         return _masked(f, where) * inverse, _masked(df, where) * inverse
 
     def log_space(x, where, params, dx, dparams):
-        probs = jnp.exp(_log_space(member, x, where, params, axes).log_probabilities)
+        probs = _log_space(member, x, where, params, axes).probabilities
         return probs, probs * _log_score_jvp(member, x, where, params, dx, dparams)
 
     probs, dscores = _choose(member, axes, direct, log_space, x, where, params, dx, dparams)
@@ -293,9 +295,9 @@ def _log_probabilities_jvp(member, axes, primals, tangents):
         return log_probs, df / f - _sum(_masked(df, where), axes) / total
 
     def log_space(x, where, params, dx, dparams):
-        log_probs = _log_space(member, x, where, params, axes).log_probabilities
+        logs = _log_space(member, x, where, params, axes)
         dlog_f = _log_score_jvp(member, x, where, params, dx, dparams)
-        return log_probs, dlog_f - _sum(jnp.exp(log_probs) * dlog_f, axes)
+        return logs.log_probabilities, dlog_f - _sum(logs.probabilities * dlog_f, axes)
 
     log_probs, dlog_probs = _choose(member, axes, direct, log_space, x, where, params, dx, dparams)
     return log_probs, _masked(dlog_probs, included(x, where))
