@@ -13,7 +13,8 @@ import softfam
 from tests import reference as ref
 
 RNG = np.random.default_rng(41)
-LOGITS = RNG.normal(size=(4, 6)) * 1.5
+HIDDEN, KERNEL = RNG.normal(size=(4, 3)), RNG.normal(size=(3, 6))  # the linear losses' inputs
+LOGITS = HIDDEN @ KERNEL
 LABELS = RNG.integers(0, 6, 4).astype(np.int32)
 PROBABILITY_LABELS = RNG.dirichlet(np.ones(6), 4)
 WEIGHTS = RNG.normal(size=LOGITS.shape)  # a scalar that sees every output of a normalizer
@@ -47,6 +48,10 @@ def _cases():
             lambda e: jnp.sum(softfam.spherical_softmax_cross_entropy_from_statistics(
                 *statistics, epsilon=e)),
             lambda e: np.sum(ref.integer_label_nll(ref.spherical_score(e), x, y)), 0.3),
+        "linear_spherical_softmax_cross_entropy_with_integer_labels/epsilon": (
+            lambda e: jnp.sum(softfam.linear_spherical_softmax_cross_entropy_with_integer_labels(
+                HIDDEN, KERNEL, y, epsilon=e)),
+            lambda e: np.sum(ref.integer_label_nll(ref.spherical_score(e), x, y)), 0.3),
         "soft_margin_softmax_cross_entropy_with_integer_labels/margin": (
             lambda m: jnp.sum(softfam.soft_margin_softmax_cross_entropy_with_integer_labels(
                 x, y, margin=m)),
@@ -60,6 +65,14 @@ def _cases():
             lambda a: np.sum(ref.z_loss(x, y, a, 1.0)), 1.5),
         "z_loss_with_integer_labels/b": (
             lambda b: jnp.sum(softfam.z_loss_with_integer_labels(x, y, a=1.5, b=b)),
+            lambda b: np.sum(ref.z_loss(x, y, 1.5, b)), 1.0),
+        "linear_z_loss_with_integer_labels/a": (
+            lambda a: jnp.sum(softfam.linear_z_loss_with_integer_labels(
+                HIDDEN, KERNEL, y, a=a, b=1.0)),
+            lambda a: np.sum(ref.z_loss(x, y, a, 1.0)), 1.5),
+        "linear_z_loss_with_integer_labels/b": (
+            lambda b: jnp.sum(softfam.linear_z_loss_with_integer_labels(
+                HIDDEN, KERNEL, y, a=1.5, b=b)),
             lambda b: np.sum(ref.z_loss(x, y, 1.5, b)), 1.0),
         "z_loss_from_statistics/a": (
             lambda a: jnp.sum(softfam.z_loss_from_statistics(*statistics, a=a, b=1.0)),
