@@ -51,12 +51,12 @@ def _enable_compilation_cache() -> None:
 
 def _run(args, experiment) -> str:
     """Runs a comparison, or each comparison of a study; returns its table."""
-    from experiments import comparison, data, study, tables
+    from experiments import comparison, data, records, study, tables
 
     if isinstance(experiment, Config):
         comparison.run(experiment, _output(args), data.load(experiment.dataset, args.data_dir),
                        args.command_line)
-        return tables.write(_output(args))
+        return tables.write(_output(args)) if records.writer() else ""
     return study.run(args.experiment, experiment, _output(args), args.data_dir, args.command_line)
 
 

@@ -45,8 +45,9 @@ def run(name: str, configs: tuple[Config, ...], output: Path, data_dir, command:
     for config in configs:
         dataset = data.load(config.dataset, data_dir)
         comparison.run(config, output / config.name, dataset, command)
-        tables.write(output / config.name)
-    return write(output)
+        if records.writer():
+            tables.write(output / config.name)
+    return write(output) if records.writer() else ""
 
 
 def direction(result: statistics.Paired) -> int:
@@ -223,7 +224,6 @@ def write(output: Path, with_comparisons: bool = False) -> str:
                 tables.write(output / name)
     study, sizes, runs = collect(output)
     table = render(study, sizes, runs)
-    if records.writer():
-        write_text_atomically(output / "table.md", table)
-        plot(sizes, runs, output / "output_size.png", study["name"])
+    write_text_atomically(output / "table.md", table)
+    plot(sizes, runs, output / "output_size.png", study["name"])
     return table

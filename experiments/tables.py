@@ -541,9 +541,8 @@ def write(output: Path) -> str:
     if not found:
         raise FileNotFoundError(f"no finished final models in {output / records.RECORDS}")
     table = render(comparison, models)
-    if records.writer():
-        write_text_atomically(output / "table.md", table)
-        name = comparison["config"]["name"]
-        plots.learning_curves(found, output / "learning_curves.png", name)
-        plots.reliability(found, output / "reliability.png", name)
+    write_text_atomically(output / "table.md", table)
+    name = comparison["config"]["name"]
+    plots.learning_curves(found, output / "learning_curves.png", name)
+    plots.reliability(found, output / "reliability.png", name)
     return table
