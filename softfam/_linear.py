@@ -856,7 +856,8 @@ def linear_z_loss_with_integer_labels(
       labels: integer classes, shape ``(...)``; one outside ``[0, V)`` gives NaN.
       bias: optional, shape ``(V,)``.
       where: optional boolean, shape ``(...)``: examples where False get loss 0 and no gradient.
-      a, b: as in ``z_loss_from_statistics``.
+      a: sharpness ``a > 0`` of the softplus, as in ``z_loss_from_statistics``.
+      b: the standardized score ``z_c`` beyond which the loss fades, as there.
       class_where: optional boolean, shape ``(V,)``: the classes that exist (vocabulary
         padding); the others get probability 0 and no gradient; a label naming one gives +inf.
       axis_name: the mesh axis or axes over which the classes are sharded: inside
