@@ -15,7 +15,7 @@ sums the scores, ``S = sum_j f(x_j)``, and divides by it, or subtracts ``log S``
 ``log f(x_i)``: two passes over the logits and no transcendental function for the
 probabilities. It is exact when ``0 < S < max float`` in every slice: no score overflowed.
 Otherwise (huge logits, a -inf whose score is +inf, a NaN, a fully excluded slice: all rare)
-the whole batch takes the log-space way. One scalar ``lax.cond`` picks (``_choose``).
+the whole batch takes the log-space way. One scalar ``lax.cond`` picks (``_normalized``).
 
 Excluded classes: ``where=False`` and a logit of -inf both exclude a class, with probability
 exactly 0 and an exactly zero gradient. The direct way masks only ``where``: a polynomial's
@@ -143,26 +143,30 @@ def _sum(values: jax.Array, axes: tuple[int, ...]) -> jax.Array:
     return jnp.sum(values, axes, keepdims=True)
 
 
-class _LogSpace(NamedTuple):
-    """``log f(x_i) - m`` (-inf where excluded) and ``Z / e^m``, for ``m = max_j log f(x_j)``:
-    every output is formed from them without rounding ``log Z`` first."""
+class _Normalized(NamedTuple):
+    """A batch normalized: ``log Z`` (size 1 on the class axes), ``p_i`` and ``log p_i`` (0
+    and -inf where excluded) and, when asked for, the elementwise derivatives of ``log f``:
+    ``d log f_i / dx_i`` and ``d log f_i / d theta`` for each (scalar) hyperparameter. Every
+    output's derivative is formed from ``p`` and these, outside the branch that made them:
+    ``d log Z = sum_j p_j d log f_j``, ``dp_i = p_i (d log f_i - d log Z)``,
+    ``d log p_i = d log f_i - d log Z``."""
 
-    shifted_log_scores: jax.Array
-    scaled_total: jax.Array
-    top: jax.Array
+    log_partition: jax.Array
+    probabilities: jax.Array
+    log_probabilities: jax.Array
+    dlog_f_dx: Optional[jax.Array] = None
+    dlog_f_dparams: tuple = ()
 
-    @property
-    def probabilities(self) -> jax.Array:
-        return jnp.exp(self.shifted_log_scores) / self.scaled_total
 
-    @property
-    def log_probabilities(self) -> jax.Array:
-        return self.shifted_log_scores - jnp.log(self.scaled_total)
-
-    @property
-    def log_partition(self) -> jax.Array:
-        """``log Z``, and 0 for a fully excluded slice (the only one with ``Z / e^m < 1``)."""
-        return jnp.where(self.scaled_total < 1, 0, self.top + jnp.log(self.scaled_total))
+def _derivatives(fn, x, params):
+    """``fn(x, *params)`` and its elementwise derivatives in ``x`` and in each scalar
+    hyperparameter, by forward mode."""
+    value, d_dx = jax.jvp(lambda x: fn(x, *params), (x,), (jnp.ones_like(x),))
+    d_dparams = tuple(
+        jax.jvp(lambda t, k=k: fn(x, *params[:k], t, *params[k + 1:]), (p,), (jnp.ones_like(p),))[1]
+        for k, p in enumerate(params)
+    )
+    return value, d_dx, d_dparams
 
 
 def _log_space_mask(member, x, where):
@@ -171,136 +175,113 @@ def _log_space_mask(member, x, where):
     return where if member.score is None else included(x, where)
 
 
-def _log_space(member, x, where, params, axes) -> _LogSpace:
+def _log_space(member, x, where, params, axes, derivatives: bool) -> _Normalized:
     """The log-space way, exact for any finite logits.
 
-    ``log f`` is evaluated at 0 where masked (``_log_space_mask``) and is -inf there. ``m`` is
-    gradient-free and at least the lowest finite float, and ``Z / e^m`` at least the smallest
-    normal one, so that a fully excluded slice gets probabilities 0; a NaN or +inf makes ``m``
-    NaN or +inf, and its slice NaN. Only ``max``, no
-    select, guards them, so that the way fuses into as few kernels as ``jax.nn.softmax``.
+    ``log f`` is evaluated at 0 where masked (``_log_space_mask``) and is -inf there. The shift
+    ``m = max log f`` is gradient-free and at least the lowest finite float, and ``Z / e^m`` at
+    least the smallest normal one, so that a fully excluded slice gets probabilities 0 (and
+    ``log Z = 0``, the only slice with ``Z / e^m < 1``); a NaN or +inf makes ``m`` NaN or
+    +inf, and its slice NaN. Only ``max``, no select, guards them, so that for softmax the way
+    fuses into as few kernels as ``jax.nn.softmax``.
     """
     keep = _log_space_mask(member, x, where)
-    log_f = _masked(member.log_score(_masked(x, keep), *params), keep, -jnp.inf)
+    safe = _masked(x, keep)
+    if derivatives:
+        log_f, dlog_f_dx, dlog_f_dparams = _derivatives(member.log_score, safe, params)
+    else:
+        log_f, dlog_f_dx, dlog_f_dparams = member.log_score(safe, *params), None, ()
+    log_f = _masked(log_f, keep, -jnp.inf)
     finfo = jnp.finfo(log_f.dtype)
     top = jnp.maximum(lax.stop_gradient(jnp.max(log_f, axes, keepdims=True)), finfo.min)
     shifted = log_f - top
-    return _LogSpace(shifted, jnp.maximum(_sum(jnp.exp(shifted), axes), finfo.tiny), top)
+    total = jnp.maximum(_sum(jnp.exp(shifted), axes), finfo.tiny)
+    log_z = jnp.where(total < 1, 0, top + jnp.log(total))
+    return _Normalized(log_z, jnp.exp(shifted) / total, shifted - jnp.log(total), dlog_f_dx,
+                       dlog_f_dparams)
 
 
-def _choose(member, axes, direct: Callable, log_space: Callable, x, where, params, *tangents):
-    """The direct way's value if the member has a score and ``0 < S < max float`` in every
-    slice, else the log-space way's.
+def _direct(member, total, x, where, params, derivatives: bool) -> _Normalized:
+    """The direct way: ``p = f / S``, ``log p = log f - log S``, ``d log f = df / f``."""
+    safe = _masked(x, where)
+    if derivatives:
+        f, df_dx, df_dparams = _derivatives(member.score, safe, params)
+        dlog_f_dx, dlog_f_dparams = df_dx / f, tuple(d / f for d in df_dparams)
+    else:
+        f, dlog_f_dx, dlog_f_dparams = member.score(safe, *params), None, ()
+    log_total = jnp.log(total)
+    return _Normalized(log_total, _masked(f, where) * (1 / total),
+                       _masked(jnp.log(f), where, -jnp.inf) - log_total,
+                       dlog_f_dx, dlog_f_dparams)
 
-    ``direct(total, x, where, params, *tangents)`` gets ``S``, formed outside the branch; the
-    predicate is one reduction of ``min(S, max float - S)`` over the slices (NaN, and so
-    false, when a sum is NaN). Each way runs only inside its branch, so that reverse mode
-    transposes only the way taken (the direct way's derivatives at an overflowing or -inf
-    logit are inf or NaN). This is the family's one data-dependent branch.
+
+def _normalized(member, axes, x, where, params, derivatives: bool = False) -> _Normalized:
+    """The direct way if the member has a score and ``0 < S < max float`` in every slice,
+    else the log-space way.
+
+    The predicate is one reduction of ``min(S, max float - S)`` over the slices (NaN, and so
+    false, when a sum is NaN), and ``S`` is formed outside the branch. Each way runs only
+    inside its branch, and the derivatives leave it as values (not as functions of the
+    tangents), so that reverse mode keeps only ``p`` and them. This is the family's one
+    data-dependent branch.
     """
-    operands = (x, where, params, *tangents)
     if member.score is None:
-        return log_space(*operands)
+        return _log_space(member, x, where, params, axes, derivatives)
     total = _sum(_masked(member.score(x, *params), where), axes)
     margin = jnp.min(jnp.minimum(total, jnp.finfo(total.dtype).max - total))
-    return lax.cond(margin > 0, direct, lambda _, *ops: log_space(*ops), total, *operands)
+    return lax.cond(
+        margin > 0,
+        lambda total, x, where, params: _direct(member, total, x, where, params, derivatives),
+        lambda _, x, where, params: _log_space(member, x, where, params, axes, derivatives),
+        total, x, where, params,
+    )
 
 
-def _score_jvp(member, x, where, params, dx, dparams):
-    """``(f(x), df)`` at the logits with 0 where ``where=False`` (finite there, not masked)."""
-    return jax.jvp(lambda x, p: member.score(x, *p), (_masked(x, where), params), (dx, dparams))
-
-
-def _log_score_jvp(member, x, where, params, dx, dparams):
-    """``d log f`` at the logits with 0 where the log-space way masks: finite everywhere, and
-    multiplied by ``p_i = 0`` at the excluded entries."""
-    safe = _masked(x, _log_space_mask(member, x, where))
-    return jax.jvp(lambda x, p: member.log_score(x, *p), (safe, params), (dx, dparams))[1]
+def _tangents(member, axes, primals, tangents):
+    """``(the batch normalized, d log f_i, d log Z)`` for the JVPs below."""
+    (x, where, params), (dx, _, dparams) = primals, tangents
+    normalized = _normalized(member, axes, x, where, params, derivatives=True)
+    dlog_f = normalized.dlog_f_dx * dx
+    for d_dparam, dparam in zip(normalized.dlog_f_dparams, dparams):
+        dlog_f = dlog_f + d_dparam * dparam
+    return normalized, dlog_f, _sum(normalized.probabilities * dlog_f, axes)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
 def _log_partition(member: Member, axes, x, where, params) -> jax.Array:
-    return _choose(
-        member, axes,
-        lambda total, *_: jnp.log(total),
-        lambda x, where, params: _log_space(member, x, where, params, axes).log_partition,
-        x, where, params,
-    )
+    return _normalized(member, axes, x, where, params).log_partition
 
 
 @_log_partition.defjvp
 def _log_partition_jvp(member, axes, primals, tangents):
-    """``d log Z = sum_i df_i / Z``: ``sum df / S`` directly, ``sum p_i d log f_i`` in log space."""
-    (x, where, params), (dx, _, dparams) = primals, tangents
-
-    def direct(total, x, where, params, dx, dparams):
-        df = _masked(_score_jvp(member, x, where, params, dx, dparams)[1], where)
-        return jnp.log(total), _sum(df, axes) / total
-
-    def log_space(x, where, params, dx, dparams):
-        logs = _log_space(member, x, where, params, axes)
-        dlog_f = _log_score_jvp(member, x, where, params, dx, dparams)
-        return logs.log_partition, _sum(logs.probabilities * dlog_f, axes)
-
-    return _choose(member, axes, direct, log_space, x, where, params, dx, dparams)
+    """``d log Z = sum_i p_i d log f_i``."""
+    normalized, _, dlog_z = _tangents(member, axes, primals, tangents)
+    return normalized.log_partition, dlog_z
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
 def _probabilities(member: Member, axes, x, where, params) -> jax.Array:
-    return _choose(
-        member, axes,
-        lambda total, x, where, params: _masked(member.score(x, *params), where) * (1 / total),
-        lambda x, where, params: _log_space(member, x, where, params, axes).probabilities,
-        x, where, params,
-    )
+    return _normalized(member, axes, x, where, params).probabilities
 
 
 @_probabilities.defjvp
 def _probabilities_jvp(member, axes, primals, tangents):
-    """``dp_i = df_i / Z - p_i sum_j df_j / Z``, with ``df_i / Z = p_i d log f_i`` in log space."""
-    (x, where, params), (dx, _, dparams) = primals, tangents
-
-    def direct(total, x, where, params, dx, dparams):
-        f, df = _score_jvp(member, x, where, params, dx, dparams)
-        inverse = 1 / total
-        return _masked(f, where) * inverse, _masked(df, where) * inverse
-
-    def log_space(x, where, params, dx, dparams):
-        probs = _log_space(member, x, where, params, axes).probabilities
-        return probs, probs * _log_score_jvp(member, x, where, params, dx, dparams)
-
-    probs, dscores = _choose(member, axes, direct, log_space, x, where, params, dx, dparams)
-    return probs, dscores - probs * _sum(dscores, axes)
+    """``dp_i = p_i (d log f_i - d log Z)``."""
+    normalized, dlog_f, dlog_z = _tangents(member, axes, primals, tangents)
+    return normalized.probabilities, normalized.probabilities * (dlog_f - dlog_z)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
 def _log_probabilities(member: Member, axes, x, where, params) -> jax.Array:
-    return _choose(
-        member, axes,
-        lambda total, x, where, params: (
-            _masked(jnp.log(member.score(x, *params)), where, -jnp.inf) - jnp.log(total)),
-        lambda x, where, params: _log_space(member, x, where, params, axes).log_probabilities,
-        x, where, params,
-    )
+    return _normalized(member, axes, x, where, params).log_probabilities
 
 
 @_log_probabilities.defjvp
 def _log_probabilities_jvp(member, axes, primals, tangents):
-    """``d log p_i = d log f_i - d log Z``, 0 where excluded; ``d log f = df / f`` directly."""
-    (x, where, params), (dx, _, dparams) = primals, tangents
-
-    def direct(total, x, where, params, dx, dparams):
-        f, df = _score_jvp(member, x, where, params, dx, dparams)
-        log_probs = _masked(jnp.log(f), where, -jnp.inf) - jnp.log(total)
-        return log_probs, df / f - _sum(_masked(df, where), axes) / total
-
-    def log_space(x, where, params, dx, dparams):
-        logs = _log_space(member, x, where, params, axes)
-        dlog_f = _log_score_jvp(member, x, where, params, dx, dparams)
-        return logs.log_probabilities, dlog_f - _sum(logs.probabilities * dlog_f, axes)
-
-    log_probs, dlog_probs = _choose(member, axes, direct, log_space, x, where, params, dx, dparams)
-    return log_probs, _masked(dlog_probs, included(x, where))
+    """``d log p_i = d log f_i - d log Z``, 0 where excluded."""
+    normalized, dlog_f, dlog_z = _tangents(member, axes, primals, tangents)
+    x, where, _ = primals
+    return normalized.log_probabilities, _masked(dlog_f - dlog_z, included(x, where))
 
 
 def log_partition(
