@@ -247,41 +247,31 @@ def _tangents(member, axes, primals, tangents):
     return normalized, dlog_f, _sum(normalized.probabilities * dlog_f, axes)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
-def _log_partition(member: Member, axes, x, where, params) -> jax.Array:
-    return _normalized(member, axes, x, where, params).log_partition
+def _output(value: Callable, tangent: Callable):
+    """One output of the family, ``value(normalized)``, with its derivative written out
+    (``custom_jvp``): ``tangent(normalized, d log f, d log Z, x, where)``."""
+
+    @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+    def output(member: Member, axes, x, where, params) -> jax.Array:
+        return value(_normalized(member, axes, x, where, params))
+
+    @output.defjvp
+    def output_jvp(member, axes, primals, tangents):
+        normalized, dlog_f, dlog_z = _tangents(member, axes, primals, tangents)
+        return value(normalized), tangent(normalized, dlog_f, dlog_z, *primals[:2])
+
+    return output
 
 
-@_log_partition.defjvp
-def _log_partition_jvp(member, axes, primals, tangents):
-    """``d log Z = sum_i p_i d log f_i``."""
-    normalized, _, dlog_z = _tangents(member, axes, primals, tangents)
-    return normalized.log_partition, dlog_z
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
-def _probabilities(member: Member, axes, x, where, params) -> jax.Array:
-    return _normalized(member, axes, x, where, params).probabilities
-
-
-@_probabilities.defjvp
-def _probabilities_jvp(member, axes, primals, tangents):
-    """``dp_i = p_i (d log f_i - d log Z)``."""
-    normalized, dlog_f, dlog_z = _tangents(member, axes, primals, tangents)
-    return normalized.probabilities, normalized.probabilities * (dlog_f - dlog_z)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
-def _log_probabilities(member: Member, axes, x, where, params) -> jax.Array:
-    return _normalized(member, axes, x, where, params).log_probabilities
-
-
-@_log_probabilities.defjvp
-def _log_probabilities_jvp(member, axes, primals, tangents):
-    """``d log p_i = d log f_i - d log Z``, 0 where excluded."""
-    normalized, dlog_f, dlog_z = _tangents(member, axes, primals, tangents)
-    x, where, _ = primals
-    return normalized.log_probabilities, _masked(dlog_f - dlog_z, included(x, where))
+# d log Z = sum_i p_i d log f_i; dp_i = p_i (d log f_i - d log Z); d log p_i = d log f_i - d log Z,
+# 0 where excluded.
+_log_partition = _output(lambda n: n.log_partition, lambda n, dlog_f, dlog_z, x, where: dlog_z)
+_probabilities = _output(lambda n: n.probabilities,
+                         lambda n, dlog_f, dlog_z, x, where: n.probabilities * (dlog_f - dlog_z))
+_log_probabilities = _output(
+    lambda n: n.log_probabilities,
+    lambda n, dlog_f, dlog_z, x, where: _masked(dlog_f - dlog_z, included(x, where)),
+)
 
 
 def log_partition(
