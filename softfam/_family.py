@@ -427,6 +427,13 @@ def finish_integer_label_loss(loss: jax.Array, batch: IntegerLabelBatch) -> jax.
     return loss.astype(batch.out_dtype)
 
 
+def soft_capped(x: jax.Array, cap: jax.typing.ArrayLike) -> jax.Array:
+    """``cap tanh(x / cap)`` with the cap held constant (no gradient to it); an infinite logit
+    stays as it is, so that a class excluded by -inf stays excluded after capping."""
+    cap = jax.lax.stop_gradient(jnp.asarray(cap, x.dtype))
+    return jnp.where(jnp.isinf(x), x, cap * jnp.tanh(x / cap))
+
+
 def integer_label_nll(
     member: Member,
     logits: jax.typing.ArrayLike,
@@ -435,18 +442,33 @@ def integer_label_nll(
     where,
     params: Hyperparameters = (),
     margin: Optional[jax.typing.ArrayLike] = None,
-) -> jax.Array:
-    """``log sum_j f(x_j) - log f(x_c)``, with ``x_c - margin`` in place of ``x_c`` if given."""
+    *,
+    logit_soft_cap: Optional[jax.typing.ArrayLike] = None,
+    log_normalizer_penalty: Optional[jax.typing.ArrayLike] = None,
+    return_log_normalizer: bool = False,
+):
+    """``log sum_j f(x_j) - log f(x_c)``, with ``x_c - margin`` in place of ``x_c`` if given;
+    the logits soft-capped first (``soft_capped``) and ``w (log Z)^2`` added for a penalty
+    ``w``; with ``return_log_normalizer``, ``(loss, log Z)``, ``log Z`` 0 for an empty
+    example."""
     batch = integer_label_batch(logits, labels, axis, where)
+    if logit_soft_cap is not None:
+        batch = batch._replace(logits=soft_capped(batch.logits, logit_soft_cap))
     x = batch.logits
     params = _in_dtype(params, x.dtype)
     log_z = log_partition(member, x, batch.where, (x.ndim - 1,), params)[..., 0]
     target = target_logit(batch)
     target_log_score = member.log_score(target, *params)
-    if margin is None:
-        return finish_integer_label_loss(log_z - target_log_score, batch)
-    # f(x_c - m) in place of f(x_c): the normalizer becomes Z (1 - p_c + p_cm).
-    margin_log_score = member.log_score(target - jnp.asarray(margin, x.dtype), *params)
-    others = jnp.maximum(1 - jnp.exp(target_log_score - log_z), 0)
-    log_z = log_z + jnp.log(others + jnp.exp(margin_log_score - log_z))
-    return finish_integer_label_loss(log_z - margin_log_score, batch)
+    if margin is not None:
+        # f(x_c - m) in place of f(x_c): the normalizer becomes Z (1 - p_c + p_cm).
+        margin_log_score = member.log_score(target - jnp.asarray(margin, x.dtype), *params)
+        others = jnp.maximum(1 - jnp.exp(target_log_score - log_z), 0)
+        log_z = log_z + jnp.log(others + jnp.exp(margin_log_score - log_z))
+        target_log_score = margin_log_score
+    loss = log_z - target_log_score
+    if log_normalizer_penalty is not None:
+        loss = loss + jnp.asarray(log_normalizer_penalty, x.dtype) * log_z**2
+    loss = finish_integer_label_loss(loss, batch)
+    if not return_log_normalizer:
+        return loss
+    return loss, jnp.where(batch.is_empty, 0, log_z).astype(batch.out_dtype)

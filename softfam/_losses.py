@@ -52,20 +52,34 @@ def softmax_cross_entropy(
 
 
 def softmax_cross_entropy_with_integer_labels(
-    logits: ArrayLike, labels: ArrayLike, axis: Axis = -1, where: ArrayLike | None = None
-) -> jax.Array:
+    logits: ArrayLike,
+    labels: ArrayLike,
+    axis: Axis = -1,
+    where: ArrayLike | None = None,
+    *,
+    logit_soft_cap: ArrayLike | None = None,
+    log_normalizer_penalty: ArrayLike | None = None,
+    return_log_normalizer: bool = False,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Softmax cross-entropy with integer labels: ``logsumexp(x) - x_c``.
 
-    Agrees with ``optax.losses.softmax_cross_entropy_with_integer_labels``.
+    Agrees with ``optax.losses.softmax_cross_entropy_with_integer_labels``. The keywords of the
+    LLM training stacks give the same numbers as the linear loss
+    ``linear_softmax_cross_entropy_with_integer_labels`` of the same logits: the logits
+    soft-capped to ``c tanh(x / c)`` (an excluded class stays excluded), and the penalty
+    ``w (log Z)^2`` that those stacks call z-loss (not this library's Z-loss).
 
     Args:
       logits: shape ``[..., num_classes]``.
       labels: integer class indices, shape ``[...]``.
       axis: the class axis or axes.
       where: optional boolean mask of the logits' or the batch shape.
+      logit_soft_cap: optional ``c > 0``; held constant (no gradient to it).
+      log_normalizer_penalty: optional ``w``: adds ``w (log Z)^2`` per example.
+      return_log_normalizer: also return ``log Z`` per example (0 for an empty example).
 
     Returns:
-      The loss, shape ``[...]``.
+      The loss, shape ``[...]``; with ``return_log_normalizer``, ``(loss, log_z)``.
 
     Example:
       >>> import jax.numpy as jnp, softfam
@@ -73,7 +87,11 @@ def softmax_cross_entropy_with_integer_labels(
       >>> print(softfam.softmax_cross_entropy_with_integer_labels(logits, jnp.array([1, 0])))
       [0.693147 0.126928]
     """
-    return _family.integer_label_nll(_family.SOFTMAX, logits, labels, axis, where)
+    if logit_soft_cap is not None:
+        _validation.positive("logit_soft_cap", logit_soft_cap)
+    return _family.integer_label_nll(
+        _family.SOFTMAX, logits, labels, axis, where, logit_soft_cap=logit_soft_cap,
+        log_normalizer_penalty=log_normalizer_penalty, return_log_normalizer=return_log_normalizer)
 
 
 def soft_margin_softmax_cross_entropy_with_integer_labels(
