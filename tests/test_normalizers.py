@@ -1,5 +1,5 @@
 """The normalizers against NumPy float64 references, the seed documents' worked examples,
-the facts of paper-notes.md section 1, and the errors for bad input."""
+the facts of the normalizer family (docs/papers.md), and the errors for bad input."""
 
 import math
 
@@ -164,7 +164,7 @@ def test_changing_the_base_of_the_exponential_is_a_temperature():
     np.testing.assert_allclose(softfam.softmax((x * math.log(base)).astype(np.float32)), expected, rtol=1e-5)
 
 
-# --- Facts of paper-notes.md section 1. ----------------------------------------------------
+# --- Facts of the normalizer family (docs/papers.md). ----------------------------------
 
 
 TAYLOR_MINIMA = {  # order: (argmin, min T_n)
