@@ -179,8 +179,10 @@ def factored_step(
       ...     softfam.squared_error_from_statistics, 0.1)
       >>> float(loss)  # o = [1, -1, 0], target 0: (1 - 1)^2 + 1 + 0
       1.0
-      >>> softfam.dense_output_weights(state).round(6).tolist()  # row 1 -= 0.1 * 2 * (-1) * h
-      [[1.0, 0.0], [0.2, 0.8], [1.0, 1.0]]
+      >>> print(softfam.dense_output_weights(state).round(6))  # row 1 -= 0.1 * 2 * (-1) * h
+      [[1.  0. ]
+       [0.2 0.8]
+       [1.  1. ]]
     """
     _check_loss(loss_from_statistics)
     hidden, labels = _check_batch(state, hidden, labels)

@@ -46,7 +46,7 @@ def softmax_cross_entropy(
       >>> import jax.numpy as jnp, softfam
       >>> logits = jnp.array([[0.0, 0.0], [2.0, 0.0]])
       >>> print(softfam.softmax_cross_entropy(logits, jnp.array([[1.0, 0.0], [1.0, 0.0]])))
-      [0.693147 0.126928]
+      [0.6931472  0.12692805]
     """
     return _family.cross_entropy(_family.SOFTMAX, logits, labels, axis, where)
 
@@ -85,7 +85,7 @@ def softmax_cross_entropy_with_integer_labels(
       >>> import jax.numpy as jnp, softfam
       >>> logits = jnp.array([[0.0, 0.0], [2.0, 0.0]])
       >>> print(softfam.softmax_cross_entropy_with_integer_labels(logits, jnp.array([1, 0])))
-      [0.693147 0.126928]
+      [0.6931472  0.12692809]
     """
     if logit_soft_cap is not None:
         _validation.positive("logit_soft_cap", logit_soft_cap)
@@ -122,7 +122,7 @@ def soft_margin_softmax_cross_entropy_with_integer_labels(
       >>> # logits [log 2, 0] with margin log 2: p_0 = 1/2
       >>> print(softfam.soft_margin_softmax_cross_entropy_with_integer_labels(
       ...     jnp.array([0.6931472, 0.0]), jnp.array(0), margin=0.6931472))
-      0.693147
+      0.6931472
 
     References:
       Banerjee et al. 2020, arXiv 2011.11538.
@@ -158,7 +158,7 @@ def taylor_softmax_cross_entropy(
       >>> import jax.numpy as jnp, softfam
       >>> # T_2 = [1, 2.5]: p_1 = 2.5 / 3.5
       >>> print(softfam.taylor_softmax_cross_entropy(jnp.array([0.0, 1.0]), jnp.array([0.0, 1.0])))
-      0.336472
+      0.33647227
 
     References:
       de Brebisson & Vincent 2016, arXiv 1511.05042.
@@ -193,7 +193,7 @@ def taylor_softmax_cross_entropy_with_integer_labels(
       >>> import jax.numpy as jnp, softfam
       >>> print(softfam.taylor_softmax_cross_entropy_with_integer_labels(
       ...     jnp.array([0.0, 1.0]), jnp.array(1)))
-      0.336472
+      0.33647227
 
     References:
       de Brebisson & Vincent 2016, arXiv 1511.05042.
@@ -234,7 +234,7 @@ def soft_margin_taylor_softmax_cross_entropy_with_integer_labels(
       >>> # T_2(1 - 1) = 1 beside T_2(0) = 1: p_1 = 1/2
       >>> print(softfam.soft_margin_taylor_softmax_cross_entropy_with_integer_labels(
       ...     jnp.array([0.0, 1.0]), jnp.array(1), margin=1.0))
-      0.693147
+      0.6931473
 
     References:
       Banerjee et al. 2020, arXiv 2011.11538.
@@ -271,7 +271,7 @@ def spherical_softmax_cross_entropy(
       >>> # p = [1/5, 4/5] for logits [1, 2] with eps -> 0
       >>> print(softfam.spherical_softmax_cross_entropy(
       ...     jnp.array([1.0, 2.0]), jnp.array([0.0, 1.0]), epsilon=1e-6))
-      0.223144
+      0.2231437
 
     References:
       de Brebisson & Vincent 2016, arXiv 1511.05042.
@@ -306,7 +306,7 @@ def spherical_softmax_cross_entropy_with_integer_labels(
       >>> import jax.numpy as jnp, softfam
       >>> print(softfam.spherical_softmax_cross_entropy_with_integer_labels(
       ...     jnp.array([1.0, 2.0]), jnp.array(1), epsilon=1e-6))
-      0.223144
+      0.2231437
 
     References:
       de Brebisson & Vincent 2016, arXiv 1511.05042.
@@ -370,7 +370,7 @@ def z_loss_with_integer_labels(
     Example:
       >>> import jax.numpy as jnp, softfam
       >>> print(softfam.z_loss_with_integer_labels(jnp.array([-1.0, 1.0]), jnp.array(1)))
-      1.313262
+      1.3132617
 
     References:
       de Brebisson & Vincent 2016, "The Z-loss", arXiv 1604.08859.

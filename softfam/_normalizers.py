@@ -31,8 +31,8 @@ def softmax(
 
     Example:
       >>> import jax.numpy as jnp, softfam
-      >>> softfam.softmax(jnp.array([1.0, 2.0, 3.0])).tolist()
-      [0.090031, 0.244728, 0.665241]
+      >>> print(softfam.softmax(jnp.array([1.0, 2.0, 3.0])))
+      [0.09003057 0.24472848 0.66524094]
     """
     return _family.probabilities(_family.SOFTMAX, x, axis, where)
 
@@ -85,8 +85,8 @@ def taylor_softmax(
     Example:
       >>> import jax.numpy as jnp, softfam
       >>> # T_2(0) = 1, T_2(1) = 2.5
-      >>> softfam.taylor_softmax(jnp.array([0.0, 1.0])).tolist()
-      [0.285714, 0.714286]
+      >>> print(softfam.taylor_softmax(jnp.array([0.0, 1.0])))
+      [0.2857143  0.71428573]
 
     References:
       de Brebisson & Vincent 2016, arXiv 1511.05042; Banerjee et al. 2020, arXiv 2011.11538.
@@ -117,7 +117,7 @@ def log_taylor_softmax(
       >>> import jax.numpy as jnp, softfam
       >>> # T_2(-1) = 1/2 and T_2(1) = 5/2
       >>> print(softfam.log_taylor_softmax(jnp.array([-1.0, 1.0])))
-      [-1.7917595 -0.1823216]
+      [-1.7917595  -0.18232155]
 
     References:
       de Brebisson & Vincent 2016, arXiv 1511.05042.
@@ -150,8 +150,8 @@ def spherical_softmax(
 
     Example:
       >>> import jax.numpy as jnp, softfam
-      >>> softfam.spherical_softmax(jnp.array([3.0, -4.0]), epsilon=1e-6).tolist()
-      [0.36, 0.64]
+      >>> print(softfam.spherical_softmax(jnp.array([3.0, -4.0]), epsilon=1e-6))
+      [0.35999998 0.64      ]
 
     References:
       Vincent, de Brebisson & Bouthillier 2015, arXiv 1412.7091; de Brebisson & Vincent
