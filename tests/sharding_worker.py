@@ -136,6 +136,7 @@ def measure(name, meshes, arrays):
     return results
 
 
+# --8<-- [start:train-step]
 def train_step_example(mesh, steps=5):
     """The docs' example: a jitted train step on the 2 x 4 mesh with a tied embedding.
 
@@ -180,6 +181,7 @@ def train_step_example(mesh, steps=5):
     return dict(losses=losses, embedding_spec=str(params["embedding"].sharding.spec),
                 padding_moved=float(moved[vocabulary:].max()), vocabulary_moved=float(moved[:vocabulary].max()),
                 all_gathers=collectives(text)["all-gather"])
+# --8<-- [end:train-step]
 
 
 def vocabulary_over_two_axes():
