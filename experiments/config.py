@@ -32,7 +32,6 @@ OPTIMIZERS = ("adam", "sgd")
 OUTPUT_LAYERS = ("dense", "factored", "linear")
 SCHEDULES = ("constant", "warmup-cosine")
 TUNINGS = ("grid", "random")
-SCHEMA = 2  # the layout of config.json and the records (experiments.records)
 
 
 class ConfigError(ValueError):

@@ -50,10 +50,6 @@ class Row:
     text: dict  # the cells shown for the chosen point's hyperparameters
     properties: dict  # the loss's properties (experiments.losses.properties)
 
-    @property
-    def curves(self) -> list[dict]:
-        return [entry for model in self.models for entry in model["curve"]]
-
 
 def without_own_probabilities(metrics: dict) -> dict:
     """``metrics`` with those of the model's own probabilities set to None: for a scale-free
