@@ -26,6 +26,15 @@ from softfam._validation import Axis
 ArrayLike = jax.typing.ArrayLike
 
 
+def _normalizer_keywords(logit_soft_cap, log_normalizer_penalty, return_log_normalizer) -> dict:
+    """The keywords of the LLM training stacks, for the normalizer family's losses; a concrete
+    cap is checked to be > 0."""
+    if logit_soft_cap is not None:
+        _validation.positive("logit_soft_cap", logit_soft_cap)
+    return dict(logit_soft_cap=logit_soft_cap, log_normalizer_penalty=log_normalizer_penalty,
+                return_log_normalizer=return_log_normalizer)
+
+
 def softmax_cross_entropy(
     logits: ArrayLike, labels: ArrayLike, axis: Axis = -1, where: ArrayLike | None = None
 ) -> jax.Array:
@@ -101,11 +110,17 @@ def soft_margin_softmax_cross_entropy_with_integer_labels(
     where: ArrayLike | None = None,
     *,
     margin: ArrayLike = 0.0,
-) -> jax.Array:
+    logit_soft_cap: ArrayLike | None = None,
+    log_normalizer_penalty: ArrayLike | None = None,
+    return_log_normalizer: bool = False,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Soft-margin softmax cross-entropy: the target's logit is lowered by ``margin``.
 
-    ``p_c = e^(x_c - m) / (e^(x_c - m) + sum_{j != c} e^(x_j))``, loss ``-log p_c``. Meant for
-    training only; evaluate with the plain softmax.
+    ``p_c = e^(x_c - m) / Z`` with ``Z = e^(x_c - m) + sum_{j != c} e^(x_j)``, loss
+    ``-log p_c``. Meant for training only; evaluate with the plain softmax. The keywords are
+    those of ``softmax_cross_entropy_with_integer_labels``: the logits are soft-capped to
+    ``c tanh(x / c)`` before the margin is subtracted, and ``log Z`` (penalized and returned) is
+    the log of this margin-adjusted normalizer, the one the loss divides by.
 
     Args:
       logits: shape ``[..., num_classes]``.
@@ -113,9 +128,12 @@ def soft_margin_softmax_cross_entropy_with_integer_labels(
       axis: the class axis or axes.
       where: optional boolean mask of the logits' or the batch shape.
       margin: ``m``; 0 gives the plain softmax cross-entropy.
+      logit_soft_cap: optional ``c > 0``; held constant (no gradient to it).
+      log_normalizer_penalty: optional ``w``: adds ``w (log Z)^2`` per example.
+      return_log_normalizer: also return ``log Z`` per example (0 for an empty example).
 
     Returns:
-      The loss, shape ``[...]``.
+      The loss, shape ``[...]``; with ``return_log_normalizer``, ``(loss, log_z)``.
 
     Example:
       >>> import jax.numpy as jnp, softfam
@@ -128,8 +146,8 @@ def soft_margin_softmax_cross_entropy_with_integer_labels(
       Banerjee et al. 2020, arXiv 2011.11538.
     """
     return _family.integer_label_nll(
-        _family.SOFTMAX, logits, labels, axis, where, margin=margin
-    )
+        _family.SOFTMAX, logits, labels, axis, where, margin=margin,
+        **_normalizer_keywords(logit_soft_cap, log_normalizer_penalty, return_log_normalizer))
 
 
 def taylor_softmax_cross_entropy(
@@ -173,11 +191,19 @@ def taylor_softmax_cross_entropy_with_integer_labels(
     where: ArrayLike | None = None,
     *,
     order: int = 2,
-) -> jax.Array:
-    """Log-Taylor softmax loss with integer labels: ``log sum_j T_n(x_j) - log T_n(x_c)``.
+    logit_soft_cap: ArrayLike | None = None,
+    log_normalizer_penalty: ArrayLike | None = None,
+    return_log_normalizer: bool = False,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
+    """Log-Taylor softmax loss with integer labels: ``log Z - log T_n(x_c)``, where
+    ``Z = sum_j T_n(x_j)``.
 
     Order 2 is a spherical-family loss and is computed on the statistics by
-    ``taylor_softmax_cross_entropy_from_statistics``; higher orders are not spherical.
+    ``taylor_softmax_cross_entropy_from_statistics`` (the statistics of the capped logits,
+    if capped); higher orders are not spherical. The keywords are those of
+    ``softmax_cross_entropy_with_integer_labels``, with ``T_n`` of the capped logits, and give
+    the numbers of ``linear_taylor_softmax_cross_entropy_with_integer_labels`` of the same
+    logits (which refuses the cap at order 2).
 
     Args:
       logits: shape ``[..., num_classes]``.
@@ -185,9 +211,12 @@ def taylor_softmax_cross_entropy_with_integer_labels(
       axis: the class axis or axes.
       where: optional boolean mask of the logits' or the batch shape.
       order: the even order n >= 2.
+      logit_soft_cap: optional ``c > 0``; held constant (no gradient to it).
+      log_normalizer_penalty: optional ``w``: adds ``w (log Z)^2`` per example.
+      return_log_normalizer: also return ``log Z`` per example (0 for an empty example).
 
     Returns:
-      The loss, shape ``[...]``.
+      The loss, shape ``[...]``; with ``return_log_normalizer``, ``(loss, log_z)``.
 
     Example:
       >>> import jax.numpy as jnp, softfam
@@ -198,11 +227,13 @@ def taylor_softmax_cross_entropy_with_integer_labels(
     References:
       de Brebisson & Vincent 2016, arXiv 1511.05042.
     """
+    keywords = _normalizer_keywords(logit_soft_cap, log_normalizer_penalty, return_log_normalizer)
     if _validation.taylor_order(order) == 2:
         return _spherical.spherical_loss(
-            _spherical.taylor_softmax_cross_entropy_from_statistics, logits, labels, axis, where
-        )
-    return _family.integer_label_nll(_family.taylor(order), logits, labels, axis, where)
+            _spherical.taylor_softmax_cross_entropy_from_statistics, logits, labels, axis, where,
+            **keywords)
+    return _family.integer_label_nll(_family.taylor(order), logits, labels, axis, where,
+                                     **keywords)
 
 
 def soft_margin_taylor_softmax_cross_entropy_with_integer_labels(
@@ -213,10 +244,17 @@ def soft_margin_taylor_softmax_cross_entropy_with_integer_labels(
     *,
     order: int = 2,
     margin: ArrayLike = 0.0,
-) -> jax.Array:
+    logit_soft_cap: ArrayLike | None = None,
+    log_normalizer_penalty: ArrayLike | None = None,
+    return_log_normalizer: bool = False,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Soft-margin Taylor softmax cross-entropy: ``T_n(x_c - m)`` in place of ``T_n(x_c)``.
 
-    ``p_c = T_n(x_c - m) / (T_n(x_c - m) + sum_{j != c} T_n(x_j))``, loss ``-log p_c``.
+    ``p_c = T_n(x_c - m) / Z`` with ``Z = T_n(x_c - m) + sum_{j != c} T_n(x_j)``, loss
+    ``-log p_c``. The keywords are those of ``softmax_cross_entropy_with_integer_labels``: the
+    logits are soft-capped to ``c tanh(x / c)`` before the margin is subtracted, and ``log Z``
+    (penalized and returned) is the log of this margin-adjusted normalizer, the one the loss
+    divides by.
 
     Args:
       logits: shape ``[..., num_classes]``.
@@ -225,9 +263,12 @@ def soft_margin_taylor_softmax_cross_entropy_with_integer_labels(
       where: optional boolean mask of the logits' or the batch shape.
       order: the even order n >= 2.
       margin: ``m``; 0 gives the plain Taylor softmax loss.
+      logit_soft_cap: optional ``c > 0``; held constant (no gradient to it).
+      log_normalizer_penalty: optional ``w``: adds ``w (log Z)^2`` per example.
+      return_log_normalizer: also return ``log Z`` per example (0 for an empty example).
 
     Returns:
-      The loss, shape ``[...]``.
+      The loss, shape ``[...]``; with ``return_log_normalizer``, ``(loss, log_z)``.
 
     Example:
       >>> import jax.numpy as jnp, softfam
@@ -240,8 +281,8 @@ def soft_margin_taylor_softmax_cross_entropy_with_integer_labels(
       Banerjee et al. 2020, arXiv 2011.11538.
     """
     return _family.integer_label_nll(
-        _family.taylor(order), logits, labels, axis, where, margin=margin
-    )
+        _family.taylor(order), logits, labels, axis, where, margin=margin,
+        **_normalizer_keywords(logit_soft_cap, log_normalizer_penalty, return_log_normalizer))
 
 
 def spherical_softmax_cross_entropy(
@@ -287,10 +328,18 @@ def spherical_softmax_cross_entropy_with_integer_labels(
     where: ArrayLike | None = None,
     *,
     epsilon: ArrayLike = DEFAULT_EPSILON,
-) -> jax.Array:
-    """Log-spherical softmax loss with integer labels: ``log(q + D eps) - log(x_c^2 + eps)``.
+    logit_soft_cap: ArrayLike | None = None,
+    log_normalizer_penalty: ArrayLike | None = None,
+    return_log_normalizer: bool = False,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
+    """Log-spherical softmax loss with integer labels: ``log Z - log(x_c^2 + eps)``, where
+    ``Z = sum_j (x_j^2 + eps) = q + D eps``.
 
-    Computed on the statistics by ``spherical_softmax_cross_entropy_from_statistics``.
+    Computed on the statistics by ``spherical_softmax_cross_entropy_from_statistics`` (the
+    statistics of the capped logits, if capped). The keywords are those of
+    ``softmax_cross_entropy_with_integer_labels`` and give the numbers of
+    ``linear_spherical_softmax_cross_entropy_with_integer_labels`` of the same logits (which
+    refuses the cap).
 
     Args:
       logits: shape ``[..., num_classes]``.
@@ -298,9 +347,12 @@ def spherical_softmax_cross_entropy_with_integer_labels(
       axis: the class axis or axes.
       where: optional boolean mask of the logits' or the batch shape.
       epsilon: ``eps > 0``.
+      logit_soft_cap: optional ``c > 0``; held constant (no gradient to it).
+      log_normalizer_penalty: optional ``w``: adds ``w (log Z)^2`` per example.
+      return_log_normalizer: also return ``log Z`` per example (0 for an empty example).
 
     Returns:
-      The loss, shape ``[...]``.
+      The loss, shape ``[...]``; with ``return_log_normalizer``, ``(loss, log_z)``.
 
     Example:
       >>> import jax.numpy as jnp, softfam
@@ -314,7 +366,7 @@ def spherical_softmax_cross_entropy_with_integer_labels(
     return _spherical.spherical_loss(
         _spherical.spherical_softmax_cross_entropy_from_statistics,
         logits, labels, axis, where, epsilon=epsilon,
-    )
+        **_normalizer_keywords(logit_soft_cap, log_normalizer_penalty, return_log_normalizer))
 
 
 def squared_error_with_integer_labels(

@@ -3,7 +3,9 @@
 ``o_c`` is the target's logit, ``s = sum_k o_k`` and ``q = sum_k o_k^2``. Each loss here is
 written once, on the statistics, and the dense losses of ``softfam`` apply it to the
 statistics of the logits; an output layer that computes the statistics without the logits
-(Vincent et al. 2015, arXiv 1412.7091) reuses the same functions unchanged.
+(Vincent et al. 2015, arXiv 1412.7091) reuses the same functions unchanged. The losses with a
+normalizer (log-Taylor of order 2, log-spherical) also form ``log Z = log sum_k f(o_k)`` from
+``(s, q, D)``: they add the penalty ``w (log Z)^2`` and return ``log Z`` when asked.
 """
 
 from __future__ import annotations
@@ -111,23 +113,38 @@ def spherical_loss(
     labels: jax.typing.ArrayLike,
     axis: Axis,
     where,
+    *,
+    logit_soft_cap: jax.typing.ArrayLike | None = None,
     **hyperparameters,
-) -> jax.Array:
+) -> jax.Array | tuple[jax.Array, jax.Array]:
     """A dense integer-label loss: ``loss_from_statistics`` applied to the logits' statistics.
 
+    With ``logit_soft_cap`` the statistics are those of the capped logits
+    (``_family.soft_capped``: an excluded class stays excluded). ``hyperparameters`` go to
+    ``loss_from_statistics`` as they are; with ``return_log_normalizer=True`` among them it
+    returns ``(loss, log_z)``, and so does this, ``log_z`` NaN where the loss is NaN for a
+    non-finite logit and 0 for an empty example.
+
     Examples whose statistics are not finite (a NaN or +inf logit) get NaN, and so do invalid
-    labels; an excluded target gives +inf (``finish_integer_label_loss``). Such examples get
-    safe statistics inside (double where), so that they never put a NaN into the gradient.
+    labels; an excluded target gives +inf (``finish_integer_label_loss``). Non-finite and empty
+    examples get safe statistics inside (double where), so that they never put a NaN into the
+    gradient; the target's logit is already 0 where it is excluded or its label invalid.
     """
     batch = _family.integer_label_batch(logits, labels, axis, where)
+    if logit_soft_cap is not None:
+        batch = batch._replace(logits=_family.soft_capped(batch.logits, logit_soft_cap))
     stats = _statistics(batch)
     is_finite = jnp.isfinite(stats.logit_sum + stats.logit_square_sum)
-    usable = is_finite & batch.label_is_valid & ~batch.target_is_excluded
+    usable = is_finite & ~batch.is_empty
     stats = SphericalStatistics(
         *(jnp.where(usable, value, safe) for value, safe in zip(stats, _SAFE_STATISTICS))
     )
-    loss = jnp.where(is_finite, loss_from_statistics(*stats, **hyperparameters), jnp.nan)
-    return _family.finish_integer_label_loss(loss, batch)
+    result = loss_from_statistics(*stats, **hyperparameters)
+    if not hyperparameters.get("return_log_normalizer", False):
+        return _family.finish_integer_label_loss(jnp.where(is_finite, result, jnp.nan), batch)
+    loss, log_z = (jnp.where(is_finite, value, jnp.nan) for value in result)
+    log_z = jnp.where(batch.is_empty, 0, log_z).astype(batch.out_dtype)
+    return _family.finish_integer_label_loss(loss, batch), log_z
 
 
 def _as_statistics(target_logit, logit_sum, logit_square_sum, num_classes):
@@ -138,24 +155,54 @@ def _as_statistics(target_logit, logit_sum, logit_square_sum, num_classes):
     return SphericalStatistics(*(jnp.asarray(v).astype(dtype) for v in values)), target_logit.dtype
 
 
+def _cross_entropy(log_z, target_log_score, dtype, log_normalizer_penalty,
+                   return_log_normalizer: bool):
+    """``log Z - log f(o_c)``, plus ``w (log Z)^2`` for a penalty ``w``, in ``dtype``; with
+    ``return_log_normalizer``, ``(loss, log Z)``."""
+    loss = log_z - target_log_score
+    if log_normalizer_penalty is not None:
+        loss = loss + jnp.asarray(log_normalizer_penalty, log_z.dtype) * log_z * log_z
+    if not return_log_normalizer:
+        return loss.astype(dtype)
+    return loss.astype(dtype), log_z.astype(dtype)
+
+
+def taylor_log_normalizer(logit_sum: jax.Array, logit_square_sum: jax.Array,
+                          num_classes: jax.Array) -> jax.Array:
+    """``log sum_k T_2(o_k) = log(D + s + q/2)``."""
+    return jnp.log(num_classes + logit_sum + logit_square_sum / 2)
+
+
+def spherical_log_normalizer(logit_square_sum: jax.Array, num_classes: jax.Array,
+                             epsilon: jax.Array) -> jax.Array:
+    """``log sum_k (o_k^2 + eps) = log(q + D eps)``."""
+    return jnp.log(logit_square_sum + num_classes * epsilon)
+
+
 def taylor_softmax_cross_entropy_from_statistics(
     target_logit: jax.typing.ArrayLike,
     logit_sum: jax.typing.ArrayLike,
     logit_square_sum: jax.typing.ArrayLike,
     num_classes: jax.typing.ArrayLike,
-) -> jax.Array:
+    *,
+    log_normalizer_penalty: jax.typing.ArrayLike | None = None,
+    return_log_normalizer: bool = False,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Log-Taylor softmax loss (order 2) on the statistics.
 
-    ``L = log(D + s + q/2) - log(1 + o_c + o_c^2/2)``, since ``sum_k T_2(o_k) = D + s + q/2``.
+    ``L = log Z - log(1 + o_c + o_c^2/2)`` with ``log Z = log sum_k T_2(o_k) = log(D + s + q/2)``.
 
     Args:
       target_logit: ``o_c``, shape ``[...]``.
       logit_sum: ``s``, shape ``[...]``.
       logit_square_sum: ``q``, shape ``[...]``.
       num_classes: ``D``, a number or an array of shape ``[...]``.
+      log_normalizer_penalty: optional ``w``: adds ``w (log Z)^2`` per example.
+      return_log_normalizer: also return ``log Z`` per example.
 
     Returns:
-      The loss, shape ``[...]``, in target_logit's dtype.
+      The loss, shape ``[...]``, in target_logit's dtype; with ``return_log_normalizer``,
+      ``(loss, log_z)``.
 
     Example:
       >>> import softfam
@@ -167,7 +214,8 @@ def taylor_softmax_cross_entropy_from_statistics(
       de Brebisson & Vincent 2016, arXiv 1511.05042.
     """
     (o_c, s, q, d), dtype = _as_statistics(target_logit, logit_sum, logit_square_sum, num_classes)
-    return (jnp.log(d + s + q / 2) - _family.taylor(2).log_score(o_c)).astype(dtype)
+    return _cross_entropy(taylor_log_normalizer(s, q, d), _family.taylor(2).log_score(o_c), dtype,
+                          log_normalizer_penalty, return_log_normalizer)
 
 
 def spherical_softmax_cross_entropy_from_statistics(
@@ -177,10 +225,13 @@ def spherical_softmax_cross_entropy_from_statistics(
     num_classes: jax.typing.ArrayLike,
     *,
     epsilon: jax.typing.ArrayLike = _family.DEFAULT_EPSILON,
-) -> jax.Array:
+    log_normalizer_penalty: jax.typing.ArrayLike | None = None,
+    return_log_normalizer: bool = False,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Log-spherical softmax loss on the statistics.
 
-    ``L = log(q + D eps) - log(o_c^2 + eps)`` (``s`` is not used).
+    ``L = log Z - log(o_c^2 + eps)`` with ``log Z = log sum_k (o_k^2 + eps) = log(q + D eps)``
+    (``s`` is not used).
 
     Args:
       target_logit: ``o_c``, shape ``[...]``.
@@ -188,9 +239,12 @@ def spherical_softmax_cross_entropy_from_statistics(
       logit_square_sum: ``q``, shape ``[...]``.
       num_classes: ``D``, a number or an array of shape ``[...]``.
       epsilon: ``eps > 0``; see ``spherical_softmax`` for the default.
+      log_normalizer_penalty: optional ``w``: adds ``w (log Z)^2`` per example.
+      return_log_normalizer: also return ``log Z`` per example.
 
     Returns:
-      The loss, shape ``[...]``, in target_logit's dtype.
+      The loss, shape ``[...]``, in target_logit's dtype; with ``return_log_normalizer``,
+      ``(loss, log_z)``.
 
     Example:
       >>> import softfam
@@ -205,8 +259,9 @@ def spherical_softmax_cross_entropy_from_statistics(
     (o_c, _, q, d), dtype = _as_statistics(target_logit, logit_sum, logit_square_sum, num_classes)
     _validation.positive("epsilon", epsilon)
     epsilon = jnp.asarray(epsilon, o_c.dtype)
-    target_log_score = _family.SPHERICAL.log_score(o_c, epsilon)
-    return (jnp.log(q + d * epsilon) - target_log_score).astype(dtype)
+    return _cross_entropy(spherical_log_normalizer(q, d, epsilon),
+                          _family.SPHERICAL.log_score(o_c, epsilon), dtype,
+                          log_normalizer_penalty, return_log_normalizer)
 
 
 def squared_error_from_statistics(
