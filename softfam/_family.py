@@ -462,8 +462,10 @@ def integer_label_nll(
     if margin is not None:
         # f(x_c - m) in place of f(x_c): the normalizer becomes Z (1 - p_c + p_cm).
         margin_log_score = member.log_score(target - jnp.asarray(margin, x.dtype), *params)
+        # Where the target is excluded (f = 0) or its label invalid, Z stays as it is.
         others = jnp.maximum(1 - jnp.exp(target_log_score - log_z), 0)
-        log_z = log_z + jnp.log(others + jnp.exp(margin_log_score - log_z))
+        log_z = jnp.where(batch.label_is_valid & ~batch.target_is_excluded,
+                          log_z + jnp.log(others + jnp.exp(margin_log_score - log_z)), log_z)
         target_log_score = margin_log_score
     loss = log_z - target_log_score
     if log_normalizer_penalty is not None:

@@ -226,3 +226,16 @@ def test_a_non_finite_logit_gives_nan_for_its_example_alone(name):
                               return_log_normalizer=True)
     assert np.isnan(float(loss[0])) and np.isnan(float(log_z[0]))
     assert np.isfinite(float(loss[1])) and np.isfinite(float(log_z[1]))
+
+
+@pytest.mark.parametrize("name", [name for name in CASES if CASES[name][2]])
+def test_a_soft_margin_loss_with_an_excluded_target_returns_the_plain_log_z(x64, name):
+    """The target at -inf has score 0 with or without the margin: the loss is +inf and log Z is
+    that of the included classes."""
+    logits, labels = data(2)
+    logits[0, labels[0]] = -np.inf
+    loss, log_z = dense(name)(jnp.asarray(logits), jnp.asarray(labels), return_log_normalizer=True)
+    member = SCORES[CASES[name][1]]
+    included = np.isfinite(logits[0])
+    assert loss[0] == np.inf
+    np.testing.assert_allclose(log_z[0], np.log(np.sum(member(logits[0][included]))), rtol=1e-12)
