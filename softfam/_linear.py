@@ -263,14 +263,9 @@ def _statistics_core(loss: _StatisticsLoss, axes, num_classes, arrays, hyperpara
     return _with_log_normalizer(value, log_z, shard, target_included, hyperparameters)
 
 
-def _taylor_log_normalizer(s, q, classes):
-    """``log sum_k T_2(o_k) = log(D + s + q/2)``."""
-    return jnp.log(classes + s + q / 2)
-
-
 def _spherical_log_normalizer(s, q, classes, *, epsilon):
-    """``log sum_k (o_k^2 + eps) = log(q + D eps)``."""
-    return jnp.log(q + classes * jnp.asarray(epsilon, q.dtype))
+    """``log(q + D eps)``, with the statistics losses' arguments."""
+    return _spherical.spherical_log_normalizer(q, classes, jnp.asarray(epsilon, q.dtype))
 
 
 # --- Log-softmax and higher Taylor orders: the log-partition over blocks of classes. ----------
@@ -699,7 +694,7 @@ def linear_taylor_softmax_cross_entropy_with_integer_labels(
         return _statistics_loss(
             "the Taylor softmax of order 2",
             _StatisticsLoss(_spherical.taylor_softmax_cross_entropy_from_statistics,
-                            _taylor_log_normalizer),
+                            _spherical.taylor_log_normalizer),
             hidden, weights, labels, bias, where, **keywords)
     return _blocked_loss(_family.taylor(order).log_score, hidden, weights, labels, bias, where,
                          block_size=block_size, **keywords)
