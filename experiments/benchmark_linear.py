@@ -20,14 +20,17 @@ gradients for hidden and weights, each a product of the logits' size); softfam b
 the time the path would take if it ran as fast as a plain matrix product.
 
 Within one size, all programs take turns (matmul, tokamax, then dense and softfam of each
-loss, again and again), ``repeats`` times after a warm-up; the table gives the median time per
-call with its quartiles, the peak temporary memory of each compiled program
+loss, again and again), ``repeats`` times after a warm-up. A turn times back-to-back calls of its
+program for at least ``--min-time`` seconds (one call for a program slower than that), as a
+training loop calls its step: a single call right after another program's measures that
+program's freed memory being faulted in again.
+The table gives the median time per call over the turns with its quartiles, the peak temporary memory of each compiled program
 (``memory_analysis().temp_size_in_bytes``) and the mean loss of each path (the paths agree to
 float32 rounding). A program whose compiled temporary memory, arguments and outputs exceed 3/4
 of the machine's physical memory (cgroup limits are not read) is compiled but not run.
 
 Command: ``python -m experiments benchmark linear`` writes ``results/benchmarks/linear.md``:
-about 25 minutes on 2 idle CPU cores at about 250 GFLOP/s, most of it in the largest size's
+about 13 minutes on 2 idle CPU cores at about 230 GFLOP/s (2026-12-07), most of it in the largest size's
 dense paths. Smaller: ``--sizes 512,4096,64 --repeats 2``.
 """
 
@@ -76,6 +79,8 @@ def positive_int(text: str) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the Markdown table to write")
     parser.add_argument("--repeats", type=positive_int, default=3, help="turns of each program per size")
+    parser.add_argument("--min-time", type=float, default=1.0,
+                        help="seconds of back-to-back calls per turn, at least")
     parser.add_argument("--sizes", type=str, default=";".join(",".join(map(str, s)) for s in SIZES),
                         help="N,V,d triples separated by ';'")
     parser.add_argument("--losses", type=str, default=",".join(LOSSES))
@@ -122,14 +127,14 @@ def physical_memory_bytes() -> int:
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def measure(size: tuple[int, int, int], names, repeats: int, peer) -> dict:
+def measure(size: tuple[int, int, int], names, repeats: int, peer, min_time: float) -> dict:
     """{(loss, path): {"temp": bytes, "seconds": [...], "loss": float or None}} for one size."""
     n, v, d = size
     keys = jax.random.split(jax.random.key(0), 3)
     hidden = jax.random.normal(keys[0], (n, d), jnp.float32)
     weights = jax.random.normal(keys[1], (d, v), jnp.float32) / np.sqrt(d)
     labels = jax.random.randint(keys[2], (n,), 0, v)
-    rows, runnable = {}, {}
+    rows, runnable, calls = {}, {}, {}
     for key, program in programs(names, hidden, weights, labels, peer).items():
         compiled = program.lower(hidden, weights).compile()
         memory = compiled.memory_analysis()
@@ -137,15 +142,19 @@ def measure(size: tuple[int, int, int], names, repeats: int, peer) -> dict:
         needed = memory.temp_size_in_bytes + memory.argument_size_in_bytes + memory.output_size_in_bytes
         if needed > 0.75 * physical_memory_bytes():
             continue  # it would swap or be killed: reported as not fitting
+        start = time.perf_counter()
         output = jax.block_until_ready(compiled(hidden, weights))  # warm-up
+        calls[key] = max(1, int(np.ceil(min_time / (time.perf_counter() - start))))
         if key[1] != "matmul":
             rows[key]["loss"] = float(output[0])
         runnable[key] = compiled
     for _ in range(repeats):
         for key, compiled in runnable.items():
             start = time.perf_counter()
-            jax.block_until_ready(compiled(hidden, weights))
-            rows[key]["seconds"].append(time.perf_counter() - start)
+            for _ in range(calls[key]):
+                output = compiled(hidden, weights)
+            jax.block_until_ready(output)
+            rows[key]["seconds"].append((time.perf_counter() - start) / calls[key])
     return rows
 
 
@@ -154,7 +163,7 @@ def quartiles(values, scale=1.0, digits=1) -> str:
     return f"{median:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
-def render(results, command: str, repeats: int, peer_note: str) -> str:
+def render(results, command: str, repeats: int, min_time: float, peer_note: str) -> str:
     lines = [
         "# Linear losses against the dense path and tokamax",
         "",
@@ -167,7 +176,8 @@ def render(results, command: str, repeats: int, peer_note: str) -> str:
         "`hidden @ weights`, then softfam's dense loss. softfam: its linear loss (blocks of "
         f"{softfam._linear.DEFAULT_BLOCK_SIZE} classes for log-softmax and log-Taylor-4, the "
         "statistics for the others). Within a size every program takes its turn, "
-        f"{repeats} times after a warm-up. Time: median [quartiles] per call. Temp: the "
+        f"{repeats} times after a warm-up, each turn back-to-back calls for at least {min_time:g} s "
+        "(one call for a slower program). Time: median [quartiles] per call. Temp: the "
         "compiled program's `memory_analysis().temp_size_in_bytes`. Flops: dense and tokamax "
         "6 N d V, softfam blocked 8 N d V, softfam statistics 4 V d^2 + 4 N d^2; at matmul "
         "speed: those flops at the rate of the plain `(N, d) @ (d, V)` product timed in the "
@@ -220,9 +230,9 @@ def run(args: argparse.Namespace) -> None:
         peer_note = f"tokamax {version('tokamax')}"
     results = []
     for size in sizes:
-        rows = measure(size, names, args.repeats, peer)
+        rows = measure(size, names, args.repeats, peer, args.min_time)
         results.append((size, rows))
         for (name, path), row in rows.items():
             print(f"{size} {name} {path}: seconds {row['seconds']}", file=sys.stderr, flush=True)
-    write_text_atomically(args.output, render(results, args.command_line, args.repeats, peer_note))
+    write_text_atomically(args.output, render(results, args.command_line, args.repeats, args.min_time, peer_note))
     print(f"wrote {args.output}", file=sys.stderr)
