@@ -215,63 +215,83 @@ def _direct(member, total, x, where, params, derivatives: bool) -> _Normalized:
                        dlog_f_dx, dlog_f_dparams)
 
 
-def _normalized(member, axes, x, where, params, derivatives: bool = False) -> _Normalized:
-    """The direct way if the member has a score and ``0 < S < max float`` in every slice,
-    else the log-space way.
+def _normalized(member, axes, x, where, params, fields: Callable, derivatives: bool = False):
+    """``fields(the batch normalized)``: by the direct way if the member has a score and
+    ``0 < S < max float`` in every slice, else by the log-space way.
 
     The predicate is one reduction of ``min(S, max float - S)`` over the slices (NaN, and so
     false, when a sum is NaN), and ``S`` is formed outside the branch. Each way runs only
-    inside its branch, and the derivatives leave it as values (not as functions of the
-    tangents), so that reverse mode keeps only ``p`` and them. This is the family's one
-    data-dependent branch.
+    inside its branch, and only the arrays that ``fields`` picks leave it, as values (not as
+    functions of the tangents): the fewer arrays a branch returns, the less XLA writes out
+    and reads back. This is the family's one data-dependent branch.
     """
     if member.score is None:
-        return _log_space(member, x, where, params, axes, derivatives)
+        return fields(_log_space(member, x, where, params, axes, derivatives))
     total = _sum(_masked(member.score(x, *params), where), axes)
     margin = jnp.min(jnp.minimum(total, jnp.finfo(total.dtype).max - total))
     return lax.cond(
         margin > 0,
-        lambda total, x, where, params: _direct(member, total, x, where, params, derivatives),
-        lambda _, x, where, params: _log_space(member, x, where, params, axes, derivatives),
+        lambda total, x, where, params: fields(
+            _direct(member, total, x, where, params, derivatives)),
+        lambda _, x, where, params: fields(
+            _log_space(member, x, where, params, axes, derivatives)),
         total, x, where, params,
     )
 
 
-def _tangents(member, axes, primals, tangents):
-    """``(the batch normalized, d log f_i, d log Z)`` for the JVPs below."""
-    (x, where, params), (dx, _, dparams) = primals, tangents
-    normalized = _normalized(member, axes, x, where, params, derivatives=True)
-    dlog_f = normalized.dlog_f_dx * dx
-    for d_dparam, dparam in zip(normalized.dlog_f_dparams, dparams):
-        dlog_f = dlog_f + d_dparam * dparam
-    return normalized, dlog_f, _sum(normalized.probabilities * dlog_f, axes)
+def _score_tangent(weights, dx, dparams):
+    """``sum_k w_k . d_k``: a tangent from the elementwise derivatives ``weights`` (for ``x``,
+    then each hyperparameter) and the tangents ``dx`` and ``dparams``."""
+    d_dx, d_dparams = weights
+    total = d_dx * dx
+    for d_dparam, dparam in zip(d_dparams, dparams):
+        total = total + d_dparam * dparam
+    return total
 
 
-def _output(value: Callable, tangent: Callable):
+def _output(value: Callable, extras: Callable, tangent: Callable):
     """One output of the family, ``value(normalized)``, with its derivative written out
-    (``custom_jvp``): ``tangent(normalized, d log f, d log Z, x, where)``."""
+    (``custom_jvp``) from ``p_i d log f_i`` (``dscore``), ``d log Z`` and
+    ``extras(normalized)``: ``tangent(value, extras, dscore, d log Z, primals, tangents)``."""
 
     @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
     def output(member: Member, axes, x, where, params) -> jax.Array:
-        return value(_normalized(member, axes, x, where, params))
+        return _normalized(member, axes, x, where, params, value)
 
     @output.defjvp
     def output_jvp(member, axes, primals, tangents):
-        normalized, dlog_f, dlog_z = _tangents(member, axes, primals, tangents)
-        return value(normalized), tangent(normalized, dlog_f, dlog_z, *primals[:2])
+        (x, where, params), (dx, _, dparams) = primals, tangents
+
+        def fields(n):  # p_i d log f_i / d theta is df_i / d theta / Z
+            weights = (n.probabilities * n.dlog_f_dx,
+                       tuple(n.probabilities * d for d in n.dlog_f_dparams))
+            return value(n), weights, extras(n)
+
+        primal, weights, extra = _normalized(member, axes, x, where, params, fields,
+                                             derivatives=True)
+        dscore = _score_tangent(weights, dx, dparams)
+        dlog_z = _sum(dscore, axes)
+        return primal, tangent(primal, extra, dscore, dlog_z, primals, tangents)
 
     return output
 
 
-# d log Z = sum_i p_i d log f_i; dp_i = p_i (d log f_i - d log Z); d log p_i = d log f_i - d log Z,
-# 0 where excluded.
-_log_partition = _output(lambda n: n.log_partition, lambda n, dlog_f, dlog_z, x, where: dlog_z)
-_probabilities = _output(lambda n: n.probabilities,
-                         lambda n, dlog_f, dlog_z, x, where: n.probabilities * (dlog_f - dlog_z))
-_log_probabilities = _output(
-    lambda n: n.log_probabilities,
-    lambda n, dlog_f, dlog_z, x, where: _masked(dlog_f - dlog_z, included(x, where)),
-)
+# d log Z = sum_i p_i d log f_i; dp_i = p_i d log f_i - p_i d log Z; d log p_i = d log f_i -
+# d log Z, 0 where excluded.
+_log_partition = _output(lambda n: n.log_partition, lambda n: (),
+                         lambda value, extra, dscore, dlog_z, *_: dlog_z)
+_probabilities = _output(lambda n: n.probabilities, lambda n: (),
+                         lambda p, extra, dscore, dlog_z, *_: dscore - p * dlog_z)
+
+
+def _log_probabilities_tangent(value, dlog_f_weights, dscore, dlog_z, primals, tangents):
+    (x, where, _), (dx, _, dparams) = primals, tangents
+    return _masked(_score_tangent(dlog_f_weights, dx, dparams) - dlog_z, included(x, where))
+
+
+_log_probabilities = _output(lambda n: n.log_probabilities,
+                             lambda n: (n.dlog_f_dx, n.dlog_f_dparams),
+                             _log_probabilities_tangent)
 
 
 def log_partition(
