@@ -1,8 +1,9 @@
 """A comparison of losses on one dataset and model: tune each loss, then train its final seeds.
 
 For each loss of the config, its points are chosen by ``experiments.tuning`` (grid widening
-or random search, on the tuning seeds), then the chosen point is trained with each of
-``config.seeds`` and its best validation evaluated once on the test set.
+or random search, on the tuning seeds), or taken from the comparison in
+``config.points_from``; then the chosen point is trained with each of ``config.seeds`` and its
+best validation evaluated once on the test set.
 
 Everything is written under ``<output>/`` as ``experiments.records`` describes: a model whose
 record is there is read, not trained again, so a comparison started again resumes, and one
@@ -26,7 +27,7 @@ def describe(config: Config, data: Dataset, command: str, previous: dict) -> dic
     """What ``config.json`` holds of a comparison (``experiments.records``)."""
     comparison = {
         "config": to_json(config), "fingerprint": config.fingerprint(), "command": command,
-        "num_classes": data.num_classes,
+        "num_classes": data.num_classes, "num_train": len(data.train.labels[: config.train_subset]),
         "baselines": metrics.baselines(data.train.labels[: config.train_subset],
                                        data.test.labels, data.num_classes),
         "losses": {loss: {**losses.properties(loss), "space": config.space(loss)}
@@ -80,8 +81,12 @@ def run(config: Config, output: Path, data: Dataset, command: str) -> None:
             def tune(point):
                 return trained(point, config.tuning_seeds, "tune", bar)
 
-            chosen = (tuning.search_grid(space, tune, metric) if config.tuning == "grid"
-                      else tuning.search_random(space, config.trials, tune, metric))
+            if config.points_from is not None:
+                chosen = records.chosen_point(Path(config.points_from), loss)
+            elif config.tuning == "grid":
+                chosen = tuning.search_grid(space, tune, metric)
+            else:
+                chosen = tuning.search_random(space, config.trials, tune, metric)
             trained(chosen, config.seeds, "final", bar)
     if records.writer():  # every model's working files went with its record
         shutil.rmtree(output / "work", ignore_errors=True)

@@ -109,6 +109,9 @@ class Config:
     # softfam's exact factored SGD (optimizer "sgd"); the other losses stay dense.
     output_layer: str = "dense"
     tuning: str = "grid"  # a name in TUNINGS
+    # A comparison's results directory: each loss trains with the point chosen there (its final
+    # models' hyperparameters), tuned on that comparison's data; nothing is tuned here.
+    points_from: Optional[str] = None
     trials: int = 16  # points per loss of the random search
     search: dict[str, tuple[float, ...]] = field(default_factory=dict)  # values by hyperparameter
     search_bounds: dict[str, tuple[float, ...]] = field(default_factory=dict)

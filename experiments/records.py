@@ -65,6 +65,15 @@ def record_key(record: dict) -> tuple:
     return key(record["loss"], record["stage"], record["point"], record["seed"])
 
 
+def chosen_point(output: Path, loss: str) -> dict[str, float]:
+    """The point that the comparison in ``output`` chose for ``loss``: its final models'."""
+    finals = [r for r in read(output) if r["loss"] == loss and r["stage"] == "final"]
+    if not finals:
+        raise RunError(f"{output} holds no final model of {loss}: run that comparison first, "
+                       "or train this one with its own tuning (config.points_from)")
+    return finals[0]["point"]
+
+
 def read_comparison(output: Path) -> dict:
     return json.loads((Path(output) / "config.json").read_text())
 

@@ -60,11 +60,14 @@ def without_own_probabilities(metrics: dict) -> dict:
 def chosen_text(point: dict, tried: list[dict], space: dict, tuning_mode: str) -> dict:
     """Each hyperparameter of ``point`` as shown: its value, marked "(edge)" when it sits at an
     end of the grid tried along its axis ("(edge, bound)" when the next step lies outside the
-    bounds), or "(near edge)" within 10 % of the random search's range end."""
+    bounds), or "(near edge)" within 10 % of the random search's range end; no mark where
+    nothing was tried here."""
     shown = {}
     for name, value in point.items():
         axis = space[name]
-        if tuning_mode == "random":
+        if not tried:  # chosen by another comparison (points_from), whose table marks it
+            mark = ""
+        elif tuning_mode == "random":
             mark = " (near edge)" if len(axis["values"]) > 1 and tuning.near_edge(value, axis) else ""
         else:
             edge = (None if name not in tuning.widened(space) else
@@ -288,6 +291,10 @@ def _training(config: dict) -> str:
 def tuning_text(comparison: dict, found: dict[str, Row]) -> str:
     """How the hyperparameters were chosen, and the budget: models trained per loss."""
     config = comparison["config"]
+    if config.get("points_from") is not None:
+        return (f"Each loss trained with the hyperparameters that the comparison in "
+                f"`{config['points_from']}` chose for it on its own validation split; none were "
+                "tuned here, and no test set was used to choose.")
     seeds = list(config["tuning_seeds"])
     budget = ", ".join(f"{loss} {len(row.tried)}" for loss, row in found.items())
     if config.get("tuning", "grid") == "random":

@@ -1,6 +1,7 @@
 """The many-class experiments: the synthetic teacher task, the language-model data sets, the
 sign changes and crossover of the output-size study, and a tiny language-model study end to end."""
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -244,3 +245,35 @@ def test_a_size_whose_models_ran_to_the_cap_is_flagged():
     assert study.flag(found, 10) == ("2 of 2 log-taylor-2 models ran to the 10-epoch cap; "
                                      "log-taylor-2's learning_rate stopped at its bound")
     assert study.flag({"log-softmax": row([5, 9], {"learning_rate": "0.01"})}, 10) == ""
+
+
+def test_a_data_size_study_trains_the_points_chosen_by_another_comparison(tmp_path):
+    """``points_from``: nothing is tuned, every final model trains the source's chosen point;
+    comparisons that differ in ``train_subset`` make a study against N, plotted."""
+    source = Config(name="source", dataset="teacher-4", model="mlp", widths=(8,),
+                    losses=("log-softmax", "log-taylor-2"), max_epochs=1, seeds=(0, 1),
+                    batch_size=64, train_subset=512, search={"learning_rate": (1e-3, 3e-2)})
+    study.run("tiny-source", (source,), tmp_path / "source", None, "test")
+    chosen = {loss: records.chosen_point(tmp_path / "source" / "source", loss)
+              for loss in source.losses}
+    configs_ = tuple(dataclasses.replace(source, name=f"size-{n}", train_subset=n,
+                                         points_from=str(tmp_path / "source" / "source"))
+                     for n in (256, 512))
+    table = study.run("tiny-sizes", configs_, tmp_path / "sizes", None, "test")
+    for n in (256, 512):
+        directory = tmp_path / "sizes" / f"size-{n}"
+        models = records.read(directory)
+        assert {m["stage"] for m in models} == {"final"}
+        assert all(m["point"] == chosen[m["loss"]] for m in models) and len(models) == 4
+        assert records.read_comparison(directory)["num_train"] == n
+        assert "none were tuned here" in (directory / "table.md").read_text()
+    assert "the losses against the number of training examples N" in table
+    assert "| loss | N = 256 | N = 512 |" in table
+    assert (tmp_path / "sizes" / "data_size.png").stat().st_size > 0
+
+
+def test_points_from_a_comparison_without_final_models_is_refused_by_name(tmp_path, capsys):
+    assert cli.main(["run", "tiny", "--output", str(tmp_path / "out"),
+                     f"--config.points_from={tmp_path / 'nothing'}"]) == 2
+    message = capsys.readouterr().err
+    assert "holds no final model of" in message and "nothing" in message
