@@ -96,11 +96,9 @@ def softmax_cross_entropy_with_integer_labels(
       >>> print(softfam.softmax_cross_entropy_with_integer_labels(logits, jnp.array([1, 0])))
       [0.6931472  0.12692809]
     """
-    if logit_soft_cap is not None:
-        _validation.positive("logit_soft_cap", logit_soft_cap)
     return _family.integer_label_nll(
-        _family.SOFTMAX, logits, labels, axis, where, logit_soft_cap=logit_soft_cap,
-        log_normalizer_penalty=log_normalizer_penalty, return_log_normalizer=return_log_normalizer)
+        _family.SOFTMAX, logits, labels, axis, where,
+        **_normalizer_keywords(logit_soft_cap, log_normalizer_penalty, return_log_normalizer))
 
 
 def soft_margin_softmax_cross_entropy_with_integer_labels(
