@@ -5,21 +5,24 @@ number of training examples N (a data-size study).
 ``python -m experiments run <study>`` runs each comparison (config) of a study into
 ``<output>/<comparison name>/`` (tables and plots of its own, see ``experiments.tables``), then writes
 ``<output>/table.md`` and ``<output>/output_size.png`` (``data_size.png``): each loss's test
-error and NLL against the size, and where log-softmax and log-Taylor trade places.
+error and NLL (perplexity, for language models) against the size, and where log-softmax and
+each other loss trade places.
 
-At each size, log-Taylor's metric minus log-softmax's is analysed paired by seed
+At each size, each other loss's metric minus log-softmax's is analysed paired by seed
 (``experiments.statistics.paired``: t 95 % interval, exact sign-flip p, verdict). The table
 lists every sign change of the mean difference between consecutive sizes, in both
 directions, with the verdicts at its two ends (a sign change is resolved only when both ends
 are resolved, in opposite directions), and the crossover by significance: the smallest D
-from which on log-softmax is resolved lower at every size studied, if any.
+from which on log-softmax is resolved lower at every size studied, if any. Comparisons that
+train at the points another comparison chose (``points_from``) say so, and where one has that
+comparison's own size, how closely its models reproduce that comparison's final models.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import numpy as np
 
@@ -29,8 +32,17 @@ from experiments.io import write_json_atomically, write_text_atomically
 if TYPE_CHECKING:
     from experiments.config import Config
 
-BASELINE, CHALLENGER = "log-softmax", "log-taylor-2"
+BASELINE = "log-softmax"
+TAYLOR = "log-taylor-2"  # the plots mark where log-softmax overtakes it: the paper's claim
 METRICS = (("error", "test error (%)", 100.0), ("nll", "test NLL", 1.0))
+
+
+def shown(key: str, title: str, language_model: bool) -> tuple[str, Callable, int]:
+    """A metric's title, the transform of its per-seed values and the digits as tables and
+    plots show them: the NLL of a language model as its perplexity, exp(NLL)."""
+    if language_model and key == "nll":
+        return "test perplexity", np.exp, 1
+    return title, np.asarray, 3 if key == "nll" else 2
 
 
 class Axis(NamedTuple):
@@ -79,11 +91,12 @@ def direction(result: statistics.Paired) -> int:
     return int(np.sign(result.mean)) if result.resolved else 0
 
 
-def sign_changes(sizes: list[int], results: list[statistics.Paired]) -> list[tuple[int, int, str, bool]]:
-    """Each pair of consecutive sizes whose mean differences have opposite signs:
-    ``(D below, D above, the loss lower above, resolved)``, resolved when both ends are
-    resolved in opposite directions."""
-    return [(sizes[i], sizes[i + 1], BASELINE if results[i + 1].mean > 0 else CHALLENGER,
+def sign_changes(sizes: list[int], results: list[statistics.Paired],
+                 challenger: str = TAYLOR) -> list[tuple[int, int, str, bool]]:
+    """Each pair of consecutive sizes whose mean differences (``challenger`` minus log-softmax)
+    have opposite signs: ``(D below, D above, the loss lower above, resolved)``, resolved when
+    both ends are resolved in opposite directions."""
+    return [(sizes[i], sizes[i + 1], BASELINE if results[i + 1].mean > 0 else challenger,
              direction(results[i]) * direction(results[i + 1]) == -1)
             for i in range(len(sizes) - 1) if results[i].mean * results[i + 1].mean < 0]
 
@@ -101,32 +114,53 @@ def collect(output: Path) -> tuple[dict, list[int], dict[str, dict[int, dict]]]:
     sizes, and ``runs[loss][D]`` = the test metrics by seed."""
     study = json.loads((output / "study.json").read_text())
     sizes, runs = [], {}  # sizes in the order of the study, increasing
-    study["bayes_error"], study["flags"] = {}, {}
+    study["bayes_error"], study["flags"], study["points_from"] = {}, {}, set()
+    study["language_model"], study["reproduced"] = False, None
     axis = AXES[study.get("axis", "num_classes")]
     for name in study["comparisons"]:
         if not (output / name / "config.json").exists():
             continue
         comparison = records.read_comparison(output / name)
+        config = comparison["config"]
         size = comparison[axis.field]
         sizes.append(size)
         if "bayes_error" in comparison:
             study["bayes_error"][size] = comparison["bayes_error"]
+        study["language_model"] = tables.is_language_model(config)
         found = tables.rows(comparison, records.read(output / name))
         for loss, row in found.items():
             runs.setdefault(loss, {})[size] = {m["seed"]: m for m in row.test}
-        study["flags"][size] = flag(found, comparison["config"]["max_epochs"])
+        study["flags"][size] = flag(found, config["max_epochs"])
+        if config.get("points_from") is not None:
+            study["points_from"].add(config["points_from"])
+            study["reproduced"] = study["reproduced"] or reproduction(
+                Path(config["points_from"]), comparison, found, axis)
     return study, sizes, runs
 
 
+def reproduction(source: Path, comparison: dict, found: dict, axis: Axis) -> tuple | None:
+    """Where a comparison trains at the points of ``source`` and at its size: ``(size, the
+    number of models trained by both, the largest difference of their test NLL)``, else None."""
+    if not (source / "config.json").exists():
+        return None
+    if records.read_comparison(source).get(axis.field) != comparison[axis.field]:
+        return None
+    theirs = {(m["loss"], m["seed"]): m["test"]["nll"] for m in records.read(source)
+              if m["stage"] == "final" and not m["diverged"]}
+    ours = {(loss, m["seed"]): m["nll"] for loss, row in found.items() for m in row.test}
+    both = sorted(set(theirs) & set(ours))
+    if not both:
+        return None
+    return comparison[axis.field], len(both), max(abs(ours[k] - theirs[k]) for k in both)
+
+
 def flag(found: dict, max_epochs: int) -> str:
-    """Why the comparison of log-Taylor with log-softmax at one size cannot be read, or "": a
-    final model of either that ran to ``max_epochs`` (not stopped early), or a chosen value of
-    either that the tuning's bounds stopped at."""
+    """Why the comparisons at one size cannot be read, or "": a final model of any loss that
+    ran to ``max_epochs`` (not stopped early), or a chosen value that the tuning's bounds
+    stopped at."""
     reasons = []
-    for loss in (BASELINE, CHALLENGER):
-        if loss not in found:
-            continue
-        capped = sum(m["stop_epoch"] == max_epochs for m in found[loss].models)
+    for loss in found:
+        capped = tables.capped(found[loss].models, max_epochs)
         if capped:
             reasons.append(f"{capped} of {len(found[loss].models)} {loss} models ran to the "
                            f"{max_epochs}-epoch cap")
@@ -136,51 +170,81 @@ def flag(found: dict, max_epochs: int) -> str:
     return "; ".join(reasons)
 
 
+def challengers(runs: dict) -> list[str]:
+    """The losses compared with log-softmax: every other loss of the study, in its order."""
+    return [loss for loss in runs if loss != BASELINE]
+
+
 def render(study: dict, sizes: list[int], runs: dict) -> str:
     axis = AXES[study.get("axis", "num_classes")]
     n = axis.symbol
+    if study["points_from"]:
+        chosen = (f"Each loss trains at the hyperparameters that "
+                  f"{', '.join(f'`{p}`' for p in sorted(study['points_from']))} chose for it on its "
+                  f"validation split; none were tuned at any {n} here")
+    else:
+        chosen = (f"Each loss's hyperparameters are chosen on a validation split as its "
+                  f"comparison's table says, at every {n}")
     lines = [
         f"# {study['name']}: the losses against the {axis.name} {n}",
         "",
         study["description"],
         "",
         f"Generated by `python -m experiments tables {study['name']}` from the records of "
-        f"its comparisons (each in its own directory here, with its own table), made by `{study['command']}`. "
-        "Each loss's hyperparameters are chosen on a validation split as its comparison's table "
-        f"says, at every {n}; "
-        "test-set numbers, mean +- std over seeds.",
+        f"its comparisons (each in its own directory here, with its own table), made by "
+        f"`{study['command']}`. {chosen}; test-set numbers, mean +- std over seeds.",
     ]
+    if study["reproduced"]:
+        size, count, largest = study["reproduced"]
+        lines.append(f"At {n} = {size:,} the {count} models retrain that comparison's final "
+                     f"models (the same points and seeds): their test NLL differs from theirs by "
+                     f"at most {largest:.2g} nats.")
     for key, title, scale in METRICS:
+        title, transform, digits = shown(key, title, study["language_model"])
         lines += ["", f"## {title}", "", "| loss | " + " | ".join(f"{n} = {d:,}" for d in sizes) + " |",
                   "|---|" + "---|" * len(sizes)]
         for loss, by_size in runs.items():
             cells = []
             for d in sizes:
                 values = [m[key] for m in by_size.get(d, {}).values()]
-                cells.append("-" if not values or None in values else tables.mean_std(values, scale, 3 if scale == 1 else 2))
+                cells.append("-" if not values or None in values else
+                             tables.mean_std(transform(values), scale, digits))
             lines.append(f"| {loss} | " + " | ".join(cells) + " |")
         if key == "error" and study["bayes_error"]:
             lines.append("| *Bayes error* | " + " | ".join(
                 f"{100 * study['bayes_error'][d]:.2f}" if d in study["bayes_error"] else "-"
                 for d in sizes) + " |")
-    lines += ["", f"## Where {BASELINE} and {CHALLENGER} trade places", ""]
-    for (key, title, scale), found in zip(METRICS, crossovers(sizes, runs)):
+    for challenger in challengers(runs):
+        lines += ["", f"## Where {BASELINE} and {challenger} trade places", ""]
+        lines += trade_places(sizes, runs, challenger, n)
+    flagged = {d: reason for d, reason in study["flags"].items() if reason}
+    lines += [""] + [f"**Flagged, {n} = {d:,}**: {reason}; its verdicts above are not evidence "
+                     "either way." for d, reason in sorted(flagged.items())]
+    return "\n".join(lines) + "\n"
+
+
+def trade_places(sizes: list[int], runs: dict, challenger: str, n: str) -> list[str]:
+    """The paired differences ``challenger`` minus log-softmax at each size, per metric: their
+    sign changes, the size from which log-softmax is resolved lower, and the equivalence tests
+    where not resolved."""
+    lines = []
+    for (key, title, scale), found in zip(METRICS, crossovers(sizes, runs, challenger)):
         if found is None:
-            lines.append(f"- {title}: fewer than two sizes with both losses finished.")
+            lines.append(f"- {title}: fewer than two sizes where both losses have it.")
             continue
         paired_sizes, results, equivalences = found
         by_size = "; ".join(
             f"{n} = {d:,}: {r.mean:+.3f} [{r.low:+.3f}, {r.high:+.3f}], "
-            + {1: f"{BASELINE} lower", -1: f"{CHALLENGER} lower", 0: "not resolved"}[direction(r)]
+            + {1: f"{BASELINE} lower", -1: f"{challenger} lower", 0: "not resolved"}[direction(r)]
             for d, r in zip(paired_sizes, results))
-        changes = sign_changes(paired_sizes, results)
+        changes = sign_changes(paired_sizes, results, challenger)
         change_text = "; ".join(
             f"between {n} = {low:,} and {high:,}, towards {lower} lower "
             f"({'resolved' if resolved else 'not resolved'})"
             for low, high, lower, resolved in changes) or "none"
         ahead = ahead_from(paired_sizes, results)
         lines.append(
-            f"- {title}, {CHALLENGER} minus {BASELINE} (paired by seed, t 95 % interval, verdict "
+            f"- {title}, {challenger} minus {BASELINE} (paired by seed, t 95 % interval, verdict "
             f"of the t interval and the sign-flip test): {by_size}. Sign changes of the mean: "
             f"{change_text}. "
             + (f"{BASELINE} is resolved lower at every {n} from {n} = {ahead:,} on."
@@ -194,26 +258,24 @@ def render(study: dict, sizes: list[int], runs: dict) -> str:
                 "resolved: " + "; ".join(
                     f"{n} = {d:,}: [{e.low:+.3f}, {e.high:+.3f}] (t 90 %), "
                     + ("equivalent" if e.equivalent else "inconclusive") for d, e in unresolved) + ".")
-    flagged = {d: reason for d, reason in study["flags"].items() if reason}
-    lines += [""] + [f"**Flagged, {n} = {d:,}**: {reason}; its verdicts above are not evidence "
-                     "either way." for d, reason in sorted(flagged.items())]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def crossovers(sizes: list[int], runs: dict) -> list:
+def crossovers(sizes: list[int], runs: dict, challenger: str = TAYLOR) -> list:
     """Per metric of METRICS: None, or (sizes with both losses and at least 2 paired seeds,
-    the paired analysis of the seeds' differences at each, their equivalence test within
-    ``tables.MARGINS``)."""
+    the paired analysis of the seeds' differences ``challenger`` minus log-softmax at each,
+    their equivalence test within ``tables.MARGINS``)."""
     found = []
-    paired_sizes = [d for d in sizes if d in runs.get(BASELINE, {}) and d in runs.get(CHALLENGER, {})]
+    paired_sizes = [d for d in sizes if d in runs.get(BASELINE, {}) and d in runs.get(challenger, {})]
     for key, _, scale in METRICS:
         if len(paired_sizes) < 2:
             found.append(None)
             continue
         per_size = []
         for d in paired_sizes:
-            a, b = runs[CHALLENGER][d], runs[BASELINE][d]
-            per_size.append([(a[s][key] - b[s][key]) * scale for s in sorted(set(a) & set(b))])
+            a, b = runs[challenger][d], runs[BASELINE][d]
+            seeds = [s for s in sorted(set(a) & set(b)) if None not in (a[s][key], b[s][key])]
+            per_size.append([(a[s][key] - b[s][key]) * scale for s in seeds])
         kept = [(d, x) for d, x in zip(paired_sizes, per_size) if len(x) >= 2]
         found.append(None if len(kept) < 2 else
                      ([d for d, _ in kept], [statistics.paired(x) for _, x in kept],
@@ -221,19 +283,23 @@ def crossovers(sizes: list[int], runs: dict) -> list:
     return found
 
 
-def plot(sizes: list[int], runs: dict, path: Path, title: str, axis: Axis) -> None:
+def plot(sizes: list[int], runs: dict, path: Path, title: str, axis: Axis,
+         language_model: bool = False) -> None:
+    """Each loss's test metrics against the size, mean +- std over seeds; a dashed line where
+    log-softmax is resolved lower than log-Taylor-2 from there on."""
     figure, all_axes = plots.plt.subplots(1, len(METRICS), figsize=(11, 4))
     for axes, (key, label, scale), found in zip(all_axes, METRICS, crossovers(sizes, runs)):
+        label, transform, _ = shown(key, label, language_model)
         for loss, by_size in runs.items():
             xs = [d for d in sizes if d in by_size and None not in [m[key] for m in by_size[d].values()]]
             if not xs:
                 continue
-            values = [np.array([m[key] for m in by_size[d].values()]) * scale for d in xs]
+            values = [transform([m[key] for m in by_size[d].values()]) * scale for d in xs]
             axes.errorbar(xs, [v.mean() for v in values], [v.std(ddof=1) if v.size > 1 else 0 for v in values],
                           marker="o", capsize=3, label=loss, color=plots.colour(loss))
         if found is not None and ahead_from(*found[:2]) is not None:
             axes.axvline(ahead_from(*found[:2]), color="black", linestyle="--",
-                         label=f"{BASELINE} resolved lower from here on")
+                         label=f"{BASELINE} resolved lower than {TAYLOR} from here on")
         axes.set(xscale="log", xlabel=f"{axis.name} {axis.symbol}", ylabel=label)
         plots.plain_log_axis(axes, "x")
         axes.legend(fontsize=7)
@@ -254,5 +320,5 @@ def write(output: Path, with_comparisons: bool = False) -> str:
     table = render(study, sizes, runs)
     write_text_atomically(output / "table.md", table)
     axis = AXES[study.get("axis", "num_classes")]
-    plot(sizes, runs, output / axis.plot, study["name"], axis)
+    plot(sizes, runs, output / axis.plot, study["name"], axis, study["language_model"])
     return table

@@ -11,6 +11,7 @@ for the papers' claims is written by hand in each experiment's ``findings.md``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -132,6 +133,11 @@ def seconds_per_epoch(models: list[dict]) -> float:
     return float(np.median([seconds for seconds, _ in _timed(models)]))
 
 
+def capped(models: list[dict], max_epochs: int) -> int:
+    """How many of ``models`` ran to ``max_epochs``: not stopped early."""
+    return sum(m["stop_epoch"] == max_epochs for m in models)
+
+
 def epochs_text(models: list[dict], max_epochs: int) -> str:
     """The models' best and stopping epochs, "best 7-9, stopped 12-14", flagged "(k of n not
     stopped early)" when some ran to ``max_epochs``."""
@@ -141,7 +147,7 @@ def epochs_text(models: list[dict], max_epochs: int) -> str:
     if not models:
         return "-"
     text = f"best {span([m['best_epoch'] for m in models])}, stopped {span([m['stop_epoch'] for m in models])}"
-    at_limit = sum(m["stop_epoch"] == max_epochs for m in models)
+    at_limit = capped(models, max_epochs)
     return text + (f" (**{at_limit} of {len(models)} not stopped early**)" if at_limit else "")
 
 
@@ -296,16 +302,19 @@ def tuning_text(comparison: dict, found: dict[str, Row]) -> str:
                 f"`{config['points_from']}` chose for it on its own validation split; none were "
                 "tuned here, and no test set was used to choose.")
     seeds = list(config["tuning_seeds"])
-    budget = ", ".join(f"{loss} {len(row.tried)}" for loss, row in found.items())
+    rates = next(iter(comparison["losses"].values()))["space"]["learning_rate"]["values"]
     if config.get("tuning", "grid") == "random":
-        how = (f"a quasi-random (Halton) search of {config['trials']} points per loss over the "
-               "range each hyperparameter's values span")
+        how = (f"learning rate (in [{min(rates):g}, {max(rates):g}]) and hyperparameters were "
+               f"chosen on the validation split by a quasi-random (Halton) search of "
+               f"{config['trials']} points per loss over the range each one's values span")
+        budget = ", ".join(f"{loss} {len(row.tried)} ({len({json.dumps(p, sort_keys=True) for p in row.tried})} "
+                           "points)" for loss, row in found.items())
     else:
-        how = "widening the grids past a chosen end"
-    starting = next(iter(comparison["losses"].values()))["space"]["learning_rate"]["values"]
-    return (f"Each loss's learning rate (starting from {starting}) and hyperparameters were chosen "
-            f"on the validation split, {how}, with seeds {seeds}; the test set was not used to "
-            f"choose. Tuning models trained per loss: {budget or '-'}.")
+        how = (f"learning rate (starting from {rates}) and hyperparameters were chosen on the "
+               "validation split, widening the grids past a chosen end")
+        budget = ", ".join(f"{loss} {len(row.tried)}" for loss, row in found.items())
+    return (f"Each loss's {how}, with seeds {seeds}; the test set was not used to choose. "
+            f"Tuning models trained per loss: {budget or '-'}.")
 
 
 def _correct(found: dict[str, Row], name: str) -> dict[int, np.ndarray]:
@@ -381,6 +390,19 @@ def nll_differences(found: dict[str, Row], loss: str, baseline: str) -> list[str
     return lines
 
 
+def capped_note(comparison: dict, found: dict[str, Row], *losses: str) -> list[str]:
+    """A line flagging the verdicts above it when final models of ``losses`` ran to the epoch
+    cap; none otherwise."""
+    max_epochs = comparison["config"]["max_epochs"]
+    counts = {loss: capped(found[loss].models, max_epochs) for loss in losses}
+    reasons = [f"{count} of {len(found[loss].models)} {loss} final models"
+               for loss, count in counts.items() if count]
+    if not reasons:
+        return []
+    return [f"  **Flagged**: {' and '.join(reasons)} ran to the {max_epochs}-epoch cap (not "
+            "stopped early, so perhaps not converged); these verdicts compare such models."]
+
+
 def paired_comparisons(comparison: dict, found: dict[str, Row]) -> list[str]:
     """log-Taylor-2 and log-spherical against log-softmax, paired by seed (and, for a
     classifier, per test example), then every other loss against log-softmax; and how many
@@ -390,12 +412,12 @@ def paired_comparisons(comparison: dict, found: dict[str, Row]) -> list[str]:
     if is_language_model(comparison["config"]):
         intro = "Paired by seed, on the test NLL per token (the log of the perplexity):"
         for a, b in compared:
-            lines += nll_differences(found, a, b)
+            lines += nll_differences(found, a, b) + capped_note(comparison, found, a, b)
     else:
         intro = "Paired by seed:"
         for a, b in compared:
             lines += [*paired_difference(found, a, b), *per_example_difference(found, a, b),
-                      *nll_differences(found, a, b)]
+                      *nll_differences(found, a, b), *capped_note(comparison, found, a, b)]
         baseline = PAIRED[0][1]
         others = [loss for loss in found if loss not in {name for pair in PAIRED for name in pair}]
         if baseline in found and others:

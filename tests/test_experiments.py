@@ -755,7 +755,7 @@ def test_a_random_search_gives_every_loss_the_same_trials_and_states_the_budget(
     spherical = {m["point"]["epsilon"] for m in tuned if m["loss"] == "log-spherical"}
     assert len(spherical) == 3 and all(1e-3 <= e <= 1e-1 for e in spherical)  # drawn, not fixed
     table = tables.write(tmp_path)
-    assert "Tuning models trained per loss: log-softmax 6, log-spherical 6." in table
+    assert "Tuning models trained per loss: log-softmax 6 (3 points), log-spherical 6 (3 points)." in table
     assert "a quasi-random (Halton) search of 3 points per loss" in table
 
 

@@ -170,6 +170,16 @@ def test_tiny_language_model_study_end_to_end(tmp_path, capsys):
         squared = next(line for line in table.splitlines() if line.startswith("| squared-error |"))
         assert squared.split("|")[4].strip() == "-"  # no perplexity without a distribution
         assert "tokens/s" in table
+        capped = sum(m["stop_epoch"] == 2 for m in finals if m["loss"] in ("log-softmax", "log-taylor-2"))
+        flagged = "**Flagged**: " in claim
+        assert flagged == (capped > 0)
+    perplexity = printed.split("## test perplexity")[1].split("##")[0]
+    ends = [m for m in records.read(tmp_path / "wordnet-100")
+            if m["stage"] == "final" and m["loss"] == "log-softmax"]
+    per_seed = [math.exp(m["test"]["nll"]) for m in ends]
+    row = next(line for line in perplexity.splitlines() if line.startswith("| log-softmax |"))
+    assert row.split("|")[3].strip() == f"{np.mean(per_seed):.1f} +- {np.std(per_seed, ddof=1):.1f}"
+    assert "## Where log-softmax and log-taylor-2 trade places" in printed
     assert (tmp_path / "output_size.png").stat().st_size > 0
     assert cli.main(["tables", "tiny-lm", "--output", str(tmp_path)]) == 0
     assert capsys.readouterr().out == printed.split("# tiny-lm", 1)[1].join(["# tiny-lm", ""])
@@ -233,7 +243,7 @@ def test_a_language_model_table_shows_the_z_loss_by_its_scaled_perplexity_only(t
     by_epoch = comparison_table.split("## Validation perplexity")[1].split("##")[0]
     assert "| log-softmax |" in by_epoch and "| z-loss |" not in by_epoch
     assert "| z-loss (T-scaled) |" in comparison_table.split("## Test perplexity by frequency")[1]
-    assert "| z-loss | - |" in table.split("## test NLL")[1]
+    assert "| z-loss | - |" in table.split("## test perplexity")[1]
 
 
 def test_a_size_whose_models_ran_to_the_cap_is_flagged():
@@ -251,7 +261,7 @@ def test_a_data_size_study_trains_the_points_chosen_by_another_comparison(tmp_pa
     """``points_from``: nothing is tuned, every final model trains the source's chosen point;
     comparisons that differ in ``train_subset`` make a study against N, plotted."""
     source = Config(name="source", dataset="teacher-4", model="mlp", widths=(8,),
-                    losses=("log-softmax", "log-taylor-2"), max_epochs=1, seeds=(0, 1),
+                    losses=("log-softmax", "log-taylor-2", "log-spherical"), max_epochs=1, seeds=(0, 1),
                     batch_size=64, train_subset=512, search={"learning_rate": (1e-3, 3e-2)})
     study.run("tiny-source", (source,), tmp_path / "source", None, "test")
     chosen = {loss: records.chosen_point(tmp_path / "source" / "source", loss)
@@ -264,11 +274,17 @@ def test_a_data_size_study_trains_the_points_chosen_by_another_comparison(tmp_pa
         directory = tmp_path / "sizes" / f"size-{n}"
         models = records.read(directory)
         assert {m["stage"] for m in models} == {"final"}
-        assert all(m["point"] == chosen[m["loss"]] for m in models) and len(models) == 4
+        assert all(m["point"] == chosen[m["loss"]] for m in models) and len(models) == 6
         assert records.read_comparison(directory)["num_train"] == n
         assert "none were tuned here" in (directory / "table.md").read_text()
     assert "the losses against the number of training examples N" in table
     assert "| loss | N = 256 | N = 512 |" in table
+    assert f"`{tmp_path / 'source' / 'source'}` chose for it" in table and "none were tuned" in table
+    # The 512 comparison retrains the source's final models: the same numbers, shown as such.
+    largest = float(re.search(r"At N = 512 the 6 models retrain .* at most (\S+) nats", table)[1])
+    assert largest < 1e-4
+    for loss in ("log-taylor-2", "log-spherical"):
+        assert f"## Where log-softmax and {loss} trade places" in table
     assert (tmp_path / "sizes" / "data_size.png").stat().st_size > 0
 
 
