@@ -10,7 +10,10 @@ table gives the median ratio over the pairs with its quartiles. An ablation tabl
 against itself with its overflow check taken out: every ``lax.cond`` traced while it is built
 replaced by its first branch (the family's direct way, the plain spherical statistics), so that
 neither the predicate nor the branch is run; the ratio is the cost of what remains of the
-overflow handling (softmax, which always works in log space, has none).
+overflow handling (softmax, which always works in log space, has none). For every cell below
+``--profile-below``, a last section says where the time goes: the kernels of softfam's program
+and of the baseline's, each with the XLA operation it computes and its CPU time per call, read
+from a ``jax.profiler`` trace.
 
 Command: ``python -m experiments benchmark normalizers`` (about 7 minutes on 2 CPU cores);
 writes ``results/benchmarks/normalizers.md``.
@@ -23,8 +26,11 @@ import datetime
 import functools
 import os
 import platform
+import re
 import sys
+import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from unittest import mock
 
@@ -90,6 +96,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the Markdown table to write")
     parser.add_argument("--pairs", type=int, default=30, help="interleaved baseline/candidate pairs")
     parser.add_argument("--min-time", type=float, default=0.02, help="seconds per timing, at least")
+    parser.add_argument("--profile-below", type=float, default=0.9,
+                        help="profile the kernels of every cell whose median ratio is below this")
     parser.add_argument(
         "--shapes", type=str, default=",".join(f"{b}x{d}" for b, d in SHAPES),
         help="comma-separated BATCHxCLASSES shapes",
@@ -170,6 +178,74 @@ def measure(shapes, pairs, min_time, log=print):
     return rows
 
 
+def kernel_operations(fn, args) -> dict[str, str]:
+    """The operation each kernel (fusion or custom call) of ``fn``'s compiled program computes,
+    by its name: its root's ``op_name`` without the ``jit(...)`` prefixes; "YNNPACK" marks
+    the fusions XLA:CPU hands to that library."""
+    text = fn.lower(*args).compile().as_text()
+    operations = {}
+    for name, rest in re.findall(r"%([\w.\-]+) = [^\n]*? (?:fusion|custom-call|conditional)\(([^\n]*)", text):
+        op_name = re.search(r'op_name="(?:jit\([^)]*\)/)*([^"]*)"', rest)
+        operations[name] = ((op_name[1] if op_name else "?")
+                            + (", YNNPACK" if "__ynn_fusion" in rest else ""))
+    return operations
+
+
+def kernel_profile(fn, args, calls: int = 10, top: int = 4) -> tuple[float, list[tuple[str, float]]]:
+    """CPU time per call of ``fn`` and its ``top`` kernels by own time (µs per call, summed over
+    threads, nested events' time taken out of their parent's), from a ``jax.profiler`` trace
+    of ``calls`` calls. Time spent waiting for the worker threads is not counted."""
+    jax.block_until_ready(fn(*args))
+    with tempfile.TemporaryDirectory() as directory:
+        with jax.profiler.trace(directory):
+            for _ in range(calls):
+                jax.block_until_ready(fn(*args))
+        trace = jax.profiler.ProfileData.from_file(str(next(Path(directory).rglob("*.xplane.pb"))))
+    own = Counter()
+    for plane in trace.planes:
+        for line in plane.lines:
+            if line.name == "python":
+                continue
+            events = sorted(line.events, key=lambda e: (e.start_ns, -e.duration_ns))
+            open_events = []  # (end, name) of the events that enclose the current one
+            for event in events:
+                if "wait for completion" in event.name or event.name.startswith("end: "):
+                    continue  # waiting, or a marker
+                while open_events and open_events[-1][0] <= event.start_ns:
+                    open_events.pop()
+                if open_events:
+                    own[open_events[-1][1]] -= event.duration_ns
+                own[event.name] += event.duration_ns
+                open_events.append((event.end_ns, event.name))
+    total = sum(own.values()) / calls / 1e3
+    return total, [(name, ns / calls / 1e3) for name, ns in own.most_common(top)]
+
+
+def profile_text(name: str, fn, args) -> str:
+    """``name``: its CPU time per call and its heaviest kernels, each with its operation."""
+    operations = kernel_operations(fn, args)
+    total, kernels = kernel_profile(fn, args)
+    shown = "; ".join(f"`{kernel}` ({operations.get(kernel, 'runtime')}) {us:,.0f}" for kernel, us in kernels)
+    return f"{name} {total:,.0f} µs: {shown}"
+
+
+def profiles(rows, below: float) -> list[tuple[str, str, tuple, str, str]]:
+    """For each cell whose median ratio is below ``below``: (section, name, shape, softfam's
+    profile, the baseline's profile)."""
+    found = []
+    sections = {section: (base_name, baseline, candidates, kind)
+                for section, base_name, baseline, candidates, kind in SECTIONS}
+    for section, name, shape, result in rows:
+        if section not in sections or result["median"] >= below:
+            continue
+        base_name, baseline, candidates, kind = sections[section]
+        args = inputs(shape, kind)
+        found.append((section, name, shape,
+                      profile_text("softfam", compiled(candidates[name], kind), args),
+                      profile_text(base_name, compiled(baseline, kind), args)))
+    return found
+
+
 def header(title: str, command: str) -> list[str]:
     """A generated table's first lines: its title, the command and the machine."""
     return [
@@ -184,7 +260,7 @@ def header(title: str, command: str) -> list[str]:
     ]
 
 
-def render(rows, command: str, pairs: int) -> str:
+def render(rows, command: str, pairs: int, profiled=(), below: float = 0.9) -> str:
     shapes = sorted({shape for _, _, shape, _ in rows}, key=lambda s: (s[1], s[0]))
     baselines = {section: base for section, base, *_ in SECTIONS}
     lines = header("Normalizer and loss benchmark", command) + [
@@ -208,6 +284,16 @@ def render(rows, command: str, pairs: int) -> str:
                 cells.append(f"{r['median']:.2f} [{r['q1']:.2f}, {r['q3']:.2f}], {r['ms']:.3f} ms")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+    if profiled:
+        lines += ["## Where the time goes", "",
+                  f"Each cell with a median ratio below {below:g}, profiled after the timings: the "
+                  "CPU time of one call (summed over threads, waiting not counted) and its four "
+                  "heaviest kernels in µs per call, each with the XLA operation it computes "
+                  "(YNNPACK: a fusion XLA:CPU hands to that library; runtime: the executor's own "
+                  "work between kernels), for softfam's program and then the baseline's.", ""]
+        for section, name, (b, d), ours, theirs in profiled:
+            lines += [f"- {section}, {name}, {b}x{d}:", f"  - {ours}", f"  - {theirs}"]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -215,5 +301,7 @@ def run(args: argparse.Namespace) -> None:
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     rows = measure(shapes, args.pairs, args.min_time,
                    log=lambda m: print(m, file=sys.stderr, flush=True))
-    write_text_atomically(args.output, render(rows, args.command_line, args.pairs) + "\n")
+    profiled = profiles(rows, args.profile_below)
+    write_text_atomically(args.output, render(rows, args.command_line, args.pairs, profiled,
+                                              args.profile_below) + "\n")
     print(f"wrote {args.output}", file=sys.stderr)

@@ -3,14 +3,16 @@
 import jax
 
 from experiments import __main__ as cli
+from experiments import benchmark_normalizers
 from experiments.benchmark_normalizers import SECTIONS
 
 
 def test_benchmark_writes_a_row_for_every_function_and_section(tmp_path):
     output = tmp_path / "normalizers.md"
     cli.main(["benchmark", "normalizers", "--shapes", "8x10", "--pairs", "3",
-              "--min-time", "0", "--output", str(output)])
+              "--min-time", "0", "--profile-below", "0", "--output", str(output)])
     table = output.read_text()
+    assert "## Where the time goes" not in table  # no cell below 0
     assert "python -m experiments benchmark normalizers" in table
     for section, _, _, candidates, _ in SECTIONS:
         assert f"## {section}" in table
@@ -49,3 +51,19 @@ def test_step_benchmark_writes_a_row_for_every_loss_and_class_count(tmp_path):
                 low, high = (float(q) for q in rest.split("]")[0].split(","))
                 assert 0 < low <= float(median) <= high
                 assert "share" in cell and "%" in cell
+
+
+def test_a_profile_names_the_kernels_of_the_compiled_program_with_their_operations():
+    """The profile's kernels are the compiled program's own (or the executor's work between
+    them), each with a positive own time, together no more than the call's CPU time; the
+    kernel that finds the max is named by its operation."""
+    fn = jax.jit(jax.nn.log_softmax)
+    args = (jax.random.normal(jax.random.key(0), (512, 4096)),)
+    operations = benchmark_normalizers.kernel_operations(fn, args)
+    total, kernels = benchmark_normalizers.kernel_profile(fn, args, calls=5, top=3)
+    assert kernels and all(us > 0 for _, us in kernels)
+    assert sum(us for _, us in kernels) <= total * (1 + 1e-9)
+    assert all(name in operations or name.startswith("ThunkExecutor") for name, _ in kernels)
+    assert any(operations[name].startswith("reduce_max") for name, _ in kernels if name in operations)
+    text = benchmark_normalizers.profile_text("log_softmax", fn, args)
+    assert text.startswith("log_softmax ") and " µs: `" in text
