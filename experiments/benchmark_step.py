@@ -13,7 +13,7 @@ over softfam's (>= 1: softfam's step is no slower), its quartiles, softfam's med
 and the loss's share of the step, ``1 - stand-in time / step time`` (median), for softfam's
 loss and for optax's.
 
-Command: ``python -m experiments benchmark step`` (about 10 minutes on 2 CPU cores); writes
+Command: ``python -m experiments benchmark step`` (about 5 minutes on 2 CPU cores); writes
 ``results/benchmarks/step.md``.
 """
 
