@@ -154,20 +154,23 @@ def reproduction(source: Path, comparison: dict, found: dict, axis: Axis) -> tup
     return comparison[axis.field], len(both), max(abs(ours[k] - theirs[k]) for k in both)
 
 
-def flag(found: dict, max_epochs: int) -> str:
-    """Why the comparisons at one size cannot be read, or "": a final model of any loss that
-    ran to ``max_epochs`` (not stopped early), or a chosen value that the tuning's bounds
-    stopped at."""
-    reasons = []
-    for loss in found:
-        capped = tables.capped(found[loss].models, max_epochs)
+def flag(found: dict, max_epochs: int) -> dict[str, str]:
+    """Why each loss's models at one size cannot be read, by loss (none where they can): final
+    models that ran to ``max_epochs`` (not stopped early), or a chosen value that the tuning's
+    bounds stopped at."""
+    flags = {}
+    for loss, row in found.items():
+        reasons = []
+        capped = tables.capped(row.models, max_epochs)
         if capped:
-            reasons.append(f"{capped} of {len(found[loss].models)} {loss} models ran to the "
+            reasons.append(f"{capped} of {len(row.models)} {loss} models ran to the "
                            f"{max_epochs}-epoch cap")
-        bound = [name for name, text in found[loss].text.items() if "bound" in text]
+        bound = [name for name, text in row.text.items() if "bound" in text]
         if bound:
             reasons.append(f"{loss}'s {', '.join(bound)} stopped at its bound")
-    return "; ".join(reasons)
+        if reasons:
+            flags[loss] = "; ".join(reasons)
+    return flags
 
 
 def challengers(runs: dict) -> list[str]:
@@ -217,9 +220,12 @@ def render(study: dict, sizes: list[int], runs: dict) -> str:
     for challenger in challengers(runs):
         lines += ["", f"## Where {BASELINE} and {challenger} trade places", ""]
         lines += trade_places(sizes, runs, challenger, n)
-    flagged = {d: reason for d, reason in study["flags"].items() if reason}
-    lines += [""] + [f"**Flagged, {n} = {d:,}**: {reason}; its verdicts above are not evidence "
-                     "either way." for d, reason in sorted(flagged.items())]
+    lines.append("")
+    for d, flags in sorted(study["flags"].items()):
+        for loss, reason in flags.items():
+            which = "no verdict" if loss == BASELINE else f"no verdict of {loss}"
+            lines.append(f"**Flagged, {n} = {d:,}**: {reason}; {which} at this {n} above is "
+                         "evidence either way.")
     return "\n".join(lines) + "\n"
 
 

@@ -252,9 +252,16 @@ def test_a_size_whose_models_ran_to_the_cap_is_flagged():
 
     found = {"log-softmax": row([5, 9], {"learning_rate": "0.01"}),
              "log-taylor-2": row([10, 10], {"learning_rate": "1 (edge, bound)"})}
-    assert study.flag(found, 10) == ("2 of 2 log-taylor-2 models ran to the 10-epoch cap; "
-                                     "log-taylor-2's learning_rate stopped at its bound")
-    assert study.flag({"log-softmax": row([5, 9], {"learning_rate": "0.01"})}, 10) == ""
+    assert study.flag(found, 10) == {"log-taylor-2": "2 of 2 log-taylor-2 models ran to the "
+                                     "10-epoch cap; log-taylor-2's learning_rate stopped at its bound"}
+    assert study.flag({"log-softmax": row([5, 9], {"learning_rate": "0.01"})}, 10) == {}
+    # A flag on one loss leaves the others' verdicts standing; one on log-softmax, none.
+    study_ = {"name": "s", "description": "", "command": "c", "axis": "num_classes",
+              "bayes_error": {}, "points_from": set(), "language_model": False, "reproduced": None,
+              "flags": {10: {"log-taylor-2": "capped"}, 20: {"log-softmax": "bound"}}}
+    table = study.render(study_, [10, 20], {})
+    assert "**Flagged, D = 10**: capped; no verdict of log-taylor-2 at this D above is" in table
+    assert "**Flagged, D = 20**: bound; no verdict at this D above is evidence either way." in table
 
 
 def test_a_data_size_study_trains_the_points_chosen_by_another_comparison(tmp_path):
