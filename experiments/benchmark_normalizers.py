@@ -179,14 +179,16 @@ def measure(shapes, pairs, min_time, log=print):
 
 
 def kernel_operations(fn, args) -> dict[str, str]:
-    """The operation each kernel (fusion or custom call) of ``fn``'s compiled program computes,
-    by its name: its root's ``op_name`` without the ``jit(...)`` prefixes; "YNNPACK" marks
-    the fusions XLA:CPU hands to that library."""
+    """The operation each kernel (fusion, custom call, conditional or dot) of ``fn``'s compiled
+    program computes, by its name: its root's ``op_name`` without the ``jit(...)`` prefixes, or
+    the HLO instruction where it has none; "YNNPACK" marks the fusions XLA:CPU hands to that
+    library."""
     text = fn.lower(*args).compile().as_text()
     operations = {}
-    for name, rest in re.findall(r"%([\w.\-]+) = [^\n]*? (?:fusion|custom-call|conditional)\(([^\n]*)", text):
+    pattern = r"%([\w.\-]+) = [^\n]*? (fusion|custom-call|conditional|dot)\(([^\n]*)"
+    for name, instruction, rest in re.findall(pattern, text):
         op_name = re.search(r'op_name="(?:jit\([^)]*\)/)*([^"]*)"', rest)
-        operations[name] = ((op_name[1] if op_name else "?")
+        operations[name] = ((op_name[1] if op_name else instruction)
                             + (", YNNPACK" if "__ynn_fusion" in rest else ""))
     return operations
 
@@ -209,8 +211,8 @@ def kernel_profile(fn, args, calls: int = 10, top: int = 4) -> tuple[float, list
             events = sorted(line.events, key=lambda e: (e.start_ns, -e.duration_ns))
             open_events = []  # (end, name) of the events that enclose the current one
             for event in events:
-                if "wait for completion" in event.name or event.name.startswith("end: "):
-                    continue  # waiting, or a marker
+                if "wait" in event.name.lower() or event.duration_ns == 0 or event.name.startswith("end: "):
+                    continue  # waiting for other threads, or a marker
                 while open_events and open_events[-1][0] <= event.start_ns:
                     open_events.pop()
                 if open_events:
