@@ -15,7 +15,7 @@ overflow handling (softmax, which always works in log space, has none). For ever
 and of the baseline's, each with the XLA operation it computes and its CPU time per call, read
 from a ``jax.profiler`` trace.
 
-Command: ``python -m experiments benchmark normalizers`` (about 7 minutes on 2 CPU cores);
+Command: ``python -m experiments benchmark normalizers`` (about 9 minutes on 2 CPU cores);
 writes ``results/benchmarks/normalizers.md``.
 """
 

@@ -57,18 +57,19 @@ def test_step_benchmark_writes_a_row_for_every_loss_and_class_count(tmp_path):
 
 @pytest.mark.parametrize("fn, heavy_operation", [
     (jax.nn.log_softmax, "reduce_max"),
-    (softfam.log_taylor_softmax, "dot"),  # on CPU the family sums over the classes by a product
+    pytest.param(softfam.log_taylor_softmax, "dot",  # the family's class sums, on CPU only
+                 marks=pytest.mark.skipif(jax.default_backend() != "cpu", reason="CPU's program")),
 ])
 def test_a_profile_names_the_kernels_of_the_compiled_program_with_their_operations(fn, heavy_operation):
     """The profile's kernels are the compiled program's own (or the executor's work between
-    them, never the time spent waiting), each with a positive own time, together no more than
-    the call's CPU time; a heavy kernel is named by its operation."""
+    them, never the time spent waiting for threads), each with a positive own time; a heavy
+    kernel is named by its operation."""
     fn = jax.jit(fn)
     args = (jax.random.normal(jax.random.key(0), (512, 4096)),)
     operations = benchmark_normalizers.kernel_operations(fn, args)
-    total, kernels = benchmark_normalizers.kernel_profile(fn, args, calls=5, top=4)
+    _, kernels = benchmark_normalizers.kernel_profile(fn, args, calls=5, top=4)
     assert kernels and all(us > 0 for _, us in kernels)
-    assert sum(us for _, us in kernels) <= total * (1 + 1e-9)
+    assert not any("wait" in name.lower() for name, _ in kernels)
     assert all(name in operations or name.startswith("ThunkExecutor") for name, _ in kernels)
     assert any(operations[name].startswith(heavy_operation) for name, _ in kernels if name in operations)
     text = benchmark_normalizers.profile_text("softfam", fn, args)

@@ -170,7 +170,9 @@ def test_tiny_language_model_study_end_to_end(tmp_path, capsys):
         squared = next(line for line in table.splitlines() if line.startswith("| squared-error |"))
         assert squared.split("|")[4].strip() == "-"  # no perplexity without a distribution
         assert "tokens/s" in table
-        capped = sum(m["stop_epoch"] == 2 for m in finals if m["loss"] in ("log-softmax", "log-taylor-2"))
+        max_epochs = records.read_comparison(directory)["config"]["max_epochs"]
+        capped = sum(m["stop_epoch"] == max_epochs for m in finals
+                     if m["loss"] in ("log-softmax", "log-taylor-2"))
         flagged = "**Flagged**: " in claim
         assert flagged == (capped > 0)
     perplexity = printed.split("## test perplexity")[1].split("##")[0]
@@ -256,10 +258,11 @@ def test_a_size_whose_models_ran_to_the_cap_is_flagged():
                                      "10-epoch cap; log-taylor-2's learning_rate stopped at its bound"}
     assert study.flag({"log-softmax": row([5, 9], {"learning_rate": "0.01"})}, 10) == {}
     # A flag on one loss leaves the others' verdicts standing; one on log-softmax, none.
-    study_ = {"name": "s", "description": "", "command": "c", "axis": "num_classes",
-              "bayes_error": {}, "points_from": set(), "language_model": False, "reproduced": None,
-              "flags": {10: {"log-taylor-2": "capped"}, 20: {"log-softmax": "bound"}}}
-    table = study.render(study_, [10, 20], {})
+    collected = {"name": "s", "description": "", "command": "c", "axis": "num_classes",
+                 "bayes_error": {}, "points_from": set(), "language_model": False,
+                 "reproduced": None,
+                 "flags": {10: {"log-taylor-2": "capped"}, 20: {"log-softmax": "bound"}}}
+    table = study.render(collected, [10, 20], {})
     assert "**Flagged, D = 10**: capped; no verdict of log-taylor-2 at this D above is" in table
     assert "**Flagged, D = 20**: bound; no verdict at this D above is evidence either way." in table
 
